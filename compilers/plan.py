@@ -1,0 +1,117 @@
+"""Spec + data description -> Plan: what will be built and run. No arrays, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dsl.errors import SpecError
+from dsl.registry import CHARTS, LOSSES, METRICS
+from dsl.spec import Item, Spec
+from compilers.model.build import ModelPlan, build_model
+from compilers.train.losses import default_loss
+from compilers.train.metrics import default_metrics, metric_mode
+
+
+@dataclass
+class TrainPlan:
+    epochs: int
+    batch_size: int
+    steps_per_epoch: int
+    loss: Item
+    metrics: tuple[str, ...]
+    binary_logit: bool
+    monitor: str                 # history key that picks the best epoch
+    mode: str                    # "min" | "max"
+    patience: int | None
+    loop: str                    # "scan" | "step"
+    optimizer: Item
+    schedule: Item
+    with_hist: bool              # score histograms needed (auc)
+
+
+@dataclass
+class Plan:
+    spec: Spec
+    task: str
+    n_classes: int
+    input_shape: tuple[int, ...]
+    sizes: dict[str, int]
+    model: ModelPlan
+    train: TrainPlan
+    charts: tuple[Item, ...]
+
+
+def _choose_loop(requested: str, spec: Spec) -> str:
+    """scan over minibatches in one jitted call per epoch, unless that is known to be slower.
+
+    XLA:CPU runs convolutions inside scan ~15x slower (jax#12868), so conv models on the CPU
+    use one jitted call per step; everything else scans.
+    """
+    if requested != "auto":
+        return requested
+    import jax
+
+    kinds = set()
+
+    def walk(items):
+        for it in items:
+            kinds.add(it.kind)
+            if it.kind in ("residual", "repeat"):
+                walk(it.options.layers)
+
+    walk(spec.model.layers)
+    if jax.default_backend() == "cpu" and kinds & {"conv", "conv_transpose"}:
+        return "step"
+    return "scan"
+
+
+def compile_spec(spec: Spec, task: str, n_classes: int, input_shape: tuple[int, ...],
+                 sizes: dict[str, int]) -> Plan:
+    """Checks that the pieces fit together and plans the model, training and charts."""
+    t = spec.train
+    loss_name = default_loss(task) if t.loss == "auto" else t.loss
+    loss_entry = LOSSES.get(loss_name, "train.loss")
+    if task not in loss_entry.meta.get("tasks", (task,)):
+        raise SpecError("train.loss", f"'{loss_name}' is a {loss_entry.meta['tasks'][0]} loss; this task is "
+                        f"{task} (use auto, or one of: {', '.join(e.name for e in LOSSES if task in e.meta['tasks'])})")
+    binary_logit = bool(loss_entry.meta.get("binary_logit"))
+    if binary_logit and n_classes != 2:
+        raise SpecError("train.loss", f"binary_cross_entropy needs exactly 2 classes, the target has {n_classes}; "
+                        "use cross_entropy")
+    metrics = default_metrics(task) if t.metrics == "auto" else t.metrics
+    for i, m in enumerate(metrics):
+        tasks = METRICS.get(m).meta.get("tasks", (task,))
+        if task not in tasks:
+            ok = [e.name for e in METRICS if task in e.meta.get("tasks", ())]
+            raise SpecError(f"train.metrics[{i}]", f"'{m}' is a {tasks[0]} metric; this task is {task} "
+                            f"(choose from {', '.join(ok)})")
+    has_val = sizes.get("val", 0) > 0
+    keys = ["loss", *metrics]
+    available = keys + ([f"val_{k}" for k in keys] if has_val else [])
+    es = t.early_stopping
+    monitor = es.monitor if es is not None else "val_loss"
+    if monitor not in available:
+        if es is not None and es.patience is not None:
+            hint = "" if has_val else " (there is no validation split: set data.split.val > 0)"
+            raise SpecError("train.early_stopping.monitor",
+                            f"'{monitor}' is not recorded{hint}; choose from {', '.join(available)}")
+        monitor = "val_loss" if has_val else "loss"
+    mode = es.mode if es is not None and es.mode != "auto" else metric_mode(monitor)
+    n_train = sizes["train"]
+    batch = min(t.batch_size, n_train)
+    steps = -(-n_train // batch)
+    model = build_model(spec.model, input_shape, task, n_classes, binary_logit)
+    train = TrainPlan(epochs=t.epochs, batch_size=batch, steps_per_epoch=steps, loss=Item(loss_name, loss_entry.options(), "train.loss"),
+                      metrics=tuple(metrics), binary_logit=binary_logit, monitor=monitor, mode=mode,
+                      patience=es.patience if es is not None else None, loop=_choose_loop(t.loop, spec),
+                      optimizer=t.optimizer, schedule=t.schedule,
+                      with_hist=any(METRICS.get(m).meta.get("needs_hist") for m in metrics))
+    if spec.plots == "auto":
+        from compilers.charts import auto_items
+
+        charts = tuple(auto_items(task))
+    else:
+        charts = tuple(spec.plots)
+    return Plan(spec=spec, task=task, n_classes=n_classes, input_shape=tuple(input_shape), sizes=dict(sizes),
+                model=model, train=train, charts=charts)

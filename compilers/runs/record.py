@@ -1,0 +1,108 @@
+"""RunRecord: everything a finished (or running) run hands to the charts.
+
+The trainer fills it; charts only read it. It is saved beside the run (metrics.jsonl,
+summary.json, record.npz, record.json) and loaded again by `python -m dsl plot RUN_DIR`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class RunRecord:
+    name: str
+    task: str                                   # "classification" | "regression"
+    history: list[dict]                         # one dict per epoch: epoch, loss, val_loss,
+                                                # <metric>, val_<metric>, lr, time (seconds)
+    summary: dict = field(default_factory=dict)  # what summary.json holds
+    layers: list[dict] = field(default_factory=list)
+    # ^ one row per layer, in order, nested layers included: index ("0", "2.1"), kind, path
+    #   (spec key path), depth (0 top level), output_shape (list, batch axis omitted),
+    #   params (int), activation (str|None), param_shapes ({"kernel": [..], ...})
+    class_names: list[str] | None = None        # classification only
+    feature_names: list[str] = field(default_factory=list)
+    predictions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    # ^ split ("test", "val") -> {"y_true": [n], "y_pred": [n], "proba": [n, C] (classification)}
+    #   y_true / y_pred are class indices (int) for classification, values (float) for regression.
+    weights: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    # ^ final parameters by layer index ("0", "2.1") -> {"kernel": array, "bias": array, ...}
+    lr_curve: dict[str, np.ndarray] = field(default_factory=dict)
+    # ^ {"step": [k], "epoch": [k] (fractional), "lr": [k]}: learning rate by step, at most ~2000 points
+    data: dict[str, Any] = field(default_factory=dict)
+    # ^ {"source", "n_rows", "n_features", "input_shape", "splits": {"train": n, "val": n, "test": n}}
+    activations: dict[str, dict] = field(default_factory=dict)
+    # ^ layer index -> {"counts": [40], "edges": [41], "mean", "std", "zero_fraction" (outputs exactly 0),
+    #   "dead_fraction" (units that are 0 for every probed example)}: outputs of each layer on up to
+    #   one batch of validation (else test, else train) data, after training
+    monitor: str | None = None                  # the early-stopping/best-epoch history key
+    best_epoch: int | None = None
+
+    # --- persistence -------------------------------------------------------------------
+    def save(self, run_dir: Path) -> None:
+        run_dir = Path(run_dir)
+        arrays: dict[str, np.ndarray] = {}
+        for split, d in self.predictions.items():
+            for k, v in d.items():
+                arrays[f"pred/{split}/{k}"] = np.asarray(v)
+        for layer, d in self.weights.items():
+            for k, v in d.items():
+                arrays[f"weights/{layer}/{k}"] = np.asarray(v)
+        for k, v in self.lr_curve.items():
+            arrays[f"lr/{k}"] = np.asarray(v)
+        for layer, d in self.activations.items():
+            for k, v in d.items():
+                arrays[f"act/{layer}/{k}"] = np.asarray(v)
+        tmp = run_dir / "record.npz.tmp.npz"
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(run_dir / "record.npz")
+        meta = {"name": self.name, "task": self.task, "layers": self.layers,
+                "class_names": self.class_names, "feature_names": self.feature_names,
+                "data": self.data, "monitor": self.monitor, "best_epoch": self.best_epoch}
+        _write_json(run_dir / "record.json", meta)
+
+    @classmethod
+    def load(cls, run_dir: Path) -> "RunRecord":
+        run_dir = Path(run_dir)
+        meta = json.loads((run_dir / "record.json").read_text())
+        history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        summary = json.loads((run_dir / "summary.json").read_text())
+        rec = cls(history=history, summary=summary, **meta)
+        with np.load(run_dir / "record.npz") as z:
+            for key in z.files:
+                group, *rest = key.split("/")
+                if group == "pred":
+                    rec.predictions.setdefault(rest[0], {})[rest[1]] = z[key]
+                elif group == "weights":
+                    rec.weights.setdefault(rest[0], {})[rest[1]] = z[key]
+                elif group == "lr":
+                    rec.lr_curve[rest[0]] = z[key]
+                elif group == "act":
+                    v = z[key]
+                    rec.activations.setdefault(rest[0], {})[rest[1]] = v if v.ndim else float(v)
+        return rec
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """Writes to a temporary name, then renames: a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=_jsonable))
+    tmp.replace(path)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+write_json = _write_json

@@ -1,0 +1,195 @@
+"""The training loop: Python steps over epochs only (logging, early stopping, checkpoints)."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dsl.registry import METRICS
+from compilers.runs.record import RunRecord
+
+
+def _metrics_of(stats: dict, metrics: tuple[str, ...], prefix: str = "") -> dict:
+    n = max(float(stats["n"]), 1e-12)
+    row = {f"{prefix}loss": float(stats["loss"]) / n}
+    for m in metrics:
+        row[f"{prefix}{m}"] = METRICS.get(m).build(None)(stats)
+    return row
+
+
+def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
+    if value is None or not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+def _layer_weights(params) -> dict[str, dict[str, np.ndarray]]:
+    """{'0': {'kernel': ..}, '4.1': {...}} from the nested `layers_i` parameter tree."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+
+    def walk(tree, prefix):
+        leaves = {}
+        for k, v in tree.items():
+            if isinstance(v, dict):
+                if k.startswith("layers_"):
+                    walk(v, prefix + k[len("layers_"):] + ".")
+                else:  # a wrapped flax submodule (e.g. Dropout's): fold into this layer
+                    walk({**v}, prefix)
+            else:
+                leaves[k] = np.asarray(v)
+        if leaves and prefix:
+            out.setdefault(prefix[:-1], {}).update(leaves)
+
+    walk(params, "")
+    return out
+
+
+class _Progress:
+    """A rich progress bar on a terminal; one line per ~10% of epochs otherwise."""
+
+    def __init__(self, epochs: int, name: str, monitor: str, enabled: bool):
+        self.epochs, self.monitor, self.enabled = epochs, monitor, enabled
+        self.tty = enabled and sys.stderr.isatty()
+        self.bar = None
+        if self.tty:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=False)
+            self.task = self.bar.add_task(name, total=epochs, info="")
+            self.bar.start()
+
+    def update(self, epoch: int, row: dict) -> None:
+        info = f"loss {row['loss']:.4f}"
+        if self.monitor in row and self.monitor != "loss":
+            v = row[self.monitor]
+            info += f"  {self.monitor} {v:.4f}" if v is not None and math.isfinite(v) else f"  {self.monitor} nan"
+        if self.bar is not None:
+            self.bar.update(self.task, completed=epoch, info=info)
+        elif self.enabled and (epoch == 1 or epoch == self.epochs or epoch % max(1, self.epochs // 10) == 0):
+            print(f"epoch {epoch}/{self.epochs}  {info}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: dict | None = None) -> RunRecord:
+    """Trains the planned model on `data`, writing metrics.jsonl and checkpoints as it goes."""
+    import jax
+    import jax.numpy as jnp
+
+    from compilers.runs.checkpoint import Checkpoints
+    from compilers.train.metrics import probabilities
+    from compilers.train.step import eval_batch_size, make_programs, pad_split
+
+    times = times if times is not None else {}
+    spec, tp = plan.spec, plan.train
+    t0 = time.perf_counter()
+    programs = make_programs(plan)
+    splits = [k for k in ("train", "val", "test") if k in data.x and data.x[k].shape[0] > 0]
+    train_xy = (jax.device_put(data.x["train"]), jax.device_put(data.y["train"]))
+    eb = eval_batch_size({k: data.x[k].shape[0] for k in splits})
+    dev = {k: jax.device_put(pad_split(data.x[k], data.y[k], eb)) for k in splits}
+    # learning rate at the end of each epoch, computed once
+    epoch_lr = np.asarray(programs.schedule(np.arange(1, tp.epochs + 1) * tp.steps_per_epoch - 1), dtype=np.float64)
+    state = programs.init(spec.seed)
+    base_key = jax.random.key(spec.seed)
+    ckpt = Checkpoints(run_dir, spec.train.checkpoint.keep)
+    has_val = "val" in dev
+    es = spec.train.early_stopping
+    min_delta = es.min_delta if es is not None else 0.0
+    restore_best = es.restore_best if es is not None else False
+    history: list[dict] = []
+    best_value, best_epoch, best_state, since_best = None, None, None, 0
+    bar = _Progress(tp.epochs, spec.name, tp.monitor, progress)
+    copy = jax.jit(lambda t: jax.tree_util.tree_map(jnp.copy, t))
+    compile_s = 0.0
+    stopped_early = False
+    try:
+        for epoch in range(1, tp.epochs + 1):
+            e0 = time.perf_counter()
+            key = jax.random.fold_in(base_key, epoch)
+            state, stats = programs.train_epoch(state, *train_xy, key)
+            row = {"epoch": epoch, **_metrics_of(jax.device_get(stats), tp.metrics)}
+            if has_val:
+                vstats = programs.evaluate(state.params, state.model_state, *dev["val"])
+                row.update(_metrics_of(jax.device_get(vstats), tp.metrics, "val_"))
+            row["lr"] = float(epoch_lr[epoch - 1])
+            row["time"] = round(time.perf_counter() - t0, 4)
+            if epoch == 1:
+                compile_s = time.perf_counter() - e0  # first epoch: compilation + one epoch
+            history.append(row)
+            if log is not None:
+                log.epoch(row)
+            bar.update(epoch, row)
+            value = row.get(tp.monitor)
+            if _improved(value, best_value, tp.mode, min_delta):
+                best_value, best_epoch, since_best = value, epoch, 0
+                if restore_best:
+                    best_state = copy((state.params, state.model_state))
+            else:
+                since_best += 1
+            every = spec.train.checkpoint.every
+            if every and epoch % every == 0 and epoch < tp.epochs:
+                ckpt.save(epoch, state)
+            if tp.patience is not None and since_best >= tp.patience:
+                stopped_early = True
+                break
+    finally:
+        bar.close()
+    train_s = time.perf_counter() - t0
+    ckpt.save(len(history), state)
+    final_params, final_ms = state.params, state.model_state
+    if restore_best and best_state is not None:
+        final_params, final_ms = best_state
+
+    # Final evaluation of every split with the final (or best) parameters.
+    e0 = time.perf_counter()
+    final = {}
+    for split, xyw in dev.items():
+        final[split] = _metrics_of(jax.device_get(programs.evaluate(final_params, final_ms, *xyw)), tp.metrics)
+    predictions = {}
+    for split in ("test", "val"):
+        if split not in dev:
+            continue
+        out = np.asarray(programs.predict(final_params, final_ms, dev[split][0]))[: data.x[split].shape[0]]
+        entry = {"y_true": np.asarray(data.y[split])}
+        if plan.task == "classification":
+            proba = np.asarray(probabilities(out, tp.binary_logit))
+            entry.update(y_pred=proba.argmax(-1).astype(np.int32), proba=proba.astype(np.float32))
+        else:
+            entry["y_pred"] = np.asarray(out[..., 0], dtype=np.float32)
+        predictions[split] = entry
+    probe_split = next(s for s in ("val", "test", "train") if s in dev)
+    from compilers.train.probes import activation_summary
+
+    activations = activation_summary(plan.model.net, final_params, final_ms, dev[probe_split][0][0],
+                                     dev[probe_split][2][0])
+    times.update(compile_s=round(compile_s, 4), train_s=round(train_s, 4),
+                 eval_s=round(time.perf_counter() - e0, 4))
+
+    total_steps = len(history) * tp.steps_per_epoch
+    steps = np.unique(np.linspace(0, max(total_steps - 1, 0), num=min(total_steps, 2000)).astype(np.int64))
+    lrs = np.asarray(programs.schedule(steps), dtype=np.float64)
+    ckpt.close()
+    record = RunRecord(
+        name=spec.name, task=plan.task, history=history,
+        layers=plan.model.rows, class_names=data.class_names, feature_names=list(data.feature_names),
+        predictions=predictions, weights=_layer_weights(jax.device_get(final_params)),
+        lr_curve={"step": steps, "epoch": steps / tp.steps_per_epoch, "lr": lrs},
+        data={"source": data.description, "n_rows": int(sum(plan.sizes.values())),
+              "n_features": len(data.feature_names), "input_shape": list(plan.input_shape),
+              "splits": dict(plan.sizes), "target": data.target},
+        monitor=tp.monitor, best_epoch=best_epoch, activations=activations,
+    )
+    record.summary = {"metrics": final, "best_epoch": best_epoch, "best_value": best_value,
+                      "monitor": tp.monitor, "epochs_run": len(history), "stopped_early": stopped_early,
+                      "restored_best": bool(restore_best and best_state is not None)}
+    return record

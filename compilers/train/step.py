@@ -1,0 +1,176 @@
+"""The compiled programs: train_step, a whole epoch (scan), evaluation and prediction.
+
+Training state is one explicit pytree (params, model_state, opt_state, step, rng). Data lives
+on the device; an epoch draws its permutation from a key and gathers minibatches by index
+inside the compiled program, so Python touches nothing per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from dsl.registry import LOSSES
+from compilers.train.metrics import batch_stats
+from compilers.train.optim import make_optimizer, make_schedule
+
+EVAL_BATCH = 2048  # rows per evaluation minibatch
+
+
+@struct.dataclass
+class TrainState:
+    params: Any
+    model_state: Any     # non-trained collections (batch_stats), {} if none
+    opt_state: Any
+    step: jax.Array      # int32, optimizer steps taken
+    rng: jax.Array       # base key; each step folds in its step number
+
+
+@dataclass
+class Programs:
+    init: Callable         # (seed) -> TrainState
+    train_epoch: Callable  # (state, X, Y, key) -> (state, stats)   [jitted; state donated]
+    evaluate: Callable     # (params, model_state, X, Y, W) -> stats, on pad_split batches [jitted]
+    predict: Callable      # (params, model_state, X) -> outputs [batches*batch, ...]   [jitted]
+    schedule: Callable     # step -> learning rate
+    tx: Any
+
+
+def _padded_batches(key, n: int, batch: int, shuffle: bool):
+    """Row indices [steps, batch] covering every row once, and weights (0 marks padding)."""
+    steps = -(-n // batch)
+    pad = steps * batch - n
+    order = jax.random.permutation(key, n) if shuffle else jnp.arange(n)
+    idx = jnp.concatenate([order, order[:pad]]) if pad else order
+    w = jnp.concatenate([jnp.ones(n, jnp.float32), jnp.zeros(pad, jnp.float32)])
+    return idx.reshape(steps, batch), w.reshape(steps, batch)
+
+
+def eval_batch_size(sizes: dict[str, int]) -> int:
+    """Rows per evaluation batch: the next power of two above the largest split, at most EVAL_BATCH."""
+    largest = max(max(sizes.values()), 1)
+    return min(EVAL_BATCH, 1 << (largest - 1).bit_length())
+
+
+def pad_split(x, y, batch: int):
+    """Host arrays -> [batches, batch, ...] x, y and weights (0 marks padding rows)."""
+    import numpy as np
+
+    n = x.shape[0]
+    steps = max(1, -(-n // batch))
+    pad = steps * batch - n
+    w = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+    x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
+    y = np.concatenate([y, np.zeros((pad, *y.shape[1:]), y.dtype)]) if pad else y
+    return (x.reshape(steps, batch, *x.shape[1:]), y.reshape(steps, batch, *y.shape[1:]),
+            w.reshape(steps, batch))
+
+
+def make_programs(plan) -> Programs:
+    net = plan.model.net
+    tp = plan.train
+    task, n_classes = plan.task, max(plan.n_classes, 1)
+    loss_fn = LOSSES.get(tp.loss.kind).build(tp.loss.options)
+    schedule = make_schedule(tp.schedule, tp.optimizer.options.lr, tp.epochs, tp.steps_per_epoch)
+    tx = make_optimizer(tp.optimizer, schedule)
+    stats_of = partial(batch_stats, task=task, n_classes=n_classes, binary_logit=tp.binary_logit,
+                       with_hist=tp.with_hist)
+    input_shape = plan.input_shape
+    n_train, batch = plan.sizes["train"], tp.batch_size
+
+    def init(seed):
+        key = jax.random.key(seed)
+        pkey, dkey, skey = jax.random.split(key, 3)
+        x = jnp.zeros((1, *input_shape), jnp.float32)
+        variables = net.init({"params": pkey, "dropout": dkey}, x, train=False)
+        variables = dict(variables)
+        params = variables.pop("params")
+        return TrainState(params=params, model_state=variables, opt_state=tx.init(params),
+                          step=jnp.zeros((), jnp.int32), rng=skey)
+
+    def forward(params, model_state, x, train: bool, rng):
+        variables = {"params": params, **model_state}
+        if train and model_state:
+            return net.apply(variables, x, train=True, rngs={"dropout": rng}, mutable=list(model_state))
+        return net.apply(variables, x, train=train, rngs={"dropout": rng}), model_state
+
+    def train_step(state: TrainState, x, y, w):
+        rng = jax.random.fold_in(state.rng, state.step)
+
+        def objective(params):
+            out, model_state = forward(params, state.model_state, x, True, rng)
+            loss = (loss_fn(out, y) * w).sum() / jnp.maximum(w.sum(), 1.0)
+            return loss, (out, model_state)
+
+        (loss, (out, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        stats = stats_of(jax.lax.stop_gradient(out), y, w)
+        stats["loss"] = loss * w.sum()
+        return state.replace(params=params, opt_state=opt_state, model_state=model_state,
+                             step=state.step + 1), stats
+
+    if tp.loop == "scan":
+        @partial(jax.jit, donate_argnums=0)
+        def train_epoch(state, X, Y, key):
+            idx, w = _padded_batches(key, n_train, batch, True)
+
+            def body(state, b):
+                i, wb = b
+                return train_step(state, X[i], Y[i], wb)
+
+            state, stats = jax.lax.scan(body, state, (idx, w))
+            return state, jax.tree_util.tree_map(lambda s: s.sum(0), stats)
+    else:
+        # One jitted call per minibatch: XLA:CPU compiles convolutions inside scan to a slow path.
+        batches = jax.jit(partial(_padded_batches, n=n_train, batch=batch, shuffle=True))
+
+        @partial(jax.jit, donate_argnums=(0, 1))
+        def step_acc(state, acc, X, Y, idx, w, k):
+            state, stats = train_step(state, X[idx[k]], Y[idx[k]], w[k])
+            return state, jax.tree_util.tree_map(jnp.add, acc, stats)
+
+        zero = None
+
+        def train_epoch(state, X, Y, key):
+            nonlocal zero
+            idx, w = batches(key)
+            if zero is None:
+                shapes = jax.eval_shape(lambda s: train_step(s, X[idx[0]], Y[idx[0]], w[0])[1], state)
+                zero = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            acc = jax.tree_util.tree_map(jnp.copy, zero)
+            for k in range(idx.shape[0]):
+                state, acc = step_acc(state, acc, X, Y, idx, w, k)
+            return state, acc
+
+    # Evaluation reads splits padded to whole batches of `eval_batch` rows (see `pad_split`), so
+    # small data sets evaluate every split with one compiled program.
+    @jax.jit
+    def evaluate(params, model_state, X, Y, W):
+        def body(carry, b):
+            x, y, w = b
+            out, _ = forward(params, model_state, x, False, jax.random.key(0))
+            stats = stats_of(out, y, w)
+            stats["loss"] = (loss_fn(out, y) * w).sum()
+            return carry, stats
+
+        _, stats = jax.lax.scan(body, 0, (X, Y, W))
+        return jax.tree_util.tree_map(lambda s: s.sum(0), stats)
+
+    @jax.jit
+    def predict(params, model_state, X):
+        def body(carry, x):
+            out, _ = forward(params, model_state, x, False, jax.random.key(0))
+            return carry, out
+
+        _, out = jax.lax.scan(body, 0, X)
+        return out.reshape(-1, *out.shape[2:])
+
+    return Programs(init=jax.jit(init, static_argnums=0), train_epoch=train_epoch, evaluate=evaluate,
+                    predict=predict, schedule=schedule, tx=tx)

@@ -1,0 +1,244 @@
+"""From `conf=SPEC` and overrides to a Spec, through Hydra.
+
+The language defaults (generated from the spec dataclasses and the registries) are composed
+beneath the user's spec: the primary config is a node in Hydra's ConfigStore whose defaults list
+is [dsl/language, <the spec>, _self_]. So every key of the language can be overridden without
+`+`, a spec may compose groups of the project's conf/ tree, and sweeps and launchers work as
+Hydra users expect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dsl import registry as reg
+from dsl.errors import SpecError, unknown
+from dsl.source_map import SourceMap, dotted
+from dsl.spec import Item, Spec
+
+PRIMARY = "__dsl__"
+CONF_PACKAGE = "pkg://conf"
+RUN_DIR = "outputs/${name}/${now:%Y-%m-%d}_${now:%H-%M-%S}"
+SWEEP_DIR = "multirun/${name}/${now:%Y-%m-%d}_${now:%H-%M-%S}"
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def shipped_specs() -> dict[str, Path]:
+    found = {}
+    for folder in (project_root() / "examples",):
+        for p in sorted(folder.glob("*.yaml")):
+            found[p.stem] = p
+    return found
+
+
+def resolve_conf(value: str | None, cwd: Path) -> Path:
+    """`conf=` value -> the spec file: a path, or the name of a shipped spec."""
+    if not value:
+        raise SpecError("conf", "missing: give the spec, e.g. `conf=examples/iris.yaml` or `conf=iris`")
+    p = Path(value).expanduser()
+    candidates = [p if p.is_absolute() else cwd / p]
+    if p.suffix not in (".yaml", ".yml"):
+        candidates += [cwd / f"{value}.yaml", cwd / "examples" / f"{value}.yaml"]
+    shipped = shipped_specs()
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    if p.stem in shipped and p.suffix == "" and "/" not in value:
+        return shipped[p.stem]
+    if p.suffix in (".yaml", ".yml") or "/" in value:
+        raise SpecError("conf", f"spec file not found: {value} (relative to {cwd})")
+    raise SpecError("conf", unknown("spec", value, shipped))
+
+
+def _find_targets(node, path: str, smap: SourceMap):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            sub = f"{path}.{k}" if path else str(k)
+            if k == "_target_":
+                raise SpecError(sub, "specs never execute code: '_target_' is not allowed")
+            _find_targets(v, sub, smap)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _find_targets(v, f"{path}[{i}]", smap)
+
+
+def precheck_file(path: Path, shown: str) -> SourceMap:
+    """Reads the spec file as YAML: syntax, encoding, emptiness and `_target_` errors, with lines."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise SpecError("", f"cannot read the spec: {e.strerror}", file=shown) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise SpecError("", "the spec is not UTF-8 text", file=shown, line=line) from None
+    if "\x00" in text:
+        raise SpecError("", "the spec is a binary file, not YAML", file=shown)
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        problem = getattr(e, "problem", None) or str(e).split("\n")[0]
+        raise SpecError("", f"YAML syntax error: {problem}", file=shown,
+                        line=mark.line + 1 if mark else None) from None
+    smap = SourceMap.from_text(shown, text)
+    if raw is None:
+        raise SpecError("", "the spec is empty; it needs at least data and model sections", file=shown, line=1)
+    if not isinstance(raw, dict):
+        raise SpecError("", f"a spec is a mapping of sections (name, data, model, train, plots), "
+                            f"got a {type(raw).__name__}", file=shown, line=1)
+    try:
+        _find_targets(raw, "", smap)
+    except SpecError as e:
+        raise e.located(shown, smap.line(e.path)) from None
+    return smap
+
+
+# --- the language defaults, generated from the dataclasses and registries ------------------------
+
+def _option_names(registry: reg.Registry, files: bool | None = None) -> list[str]:
+    names: list[str] = []
+    for entry in registry:
+        if files is not None and bool(entry.meta.get("file")) != files:
+            continue
+        for f in entry.fields():
+            if f.name not in names:
+                names.append(f.name)
+    return names
+
+
+def _defaults_of(cls) -> dict:
+    out = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name == "file":
+            continue
+        tp = hints[f.name]
+        if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            value = f.default_factory()  # type: ignore[misc]
+        else:
+            value = f.default
+        if dataclasses.is_dataclass(value):
+            out[f.name] = _defaults_of(type(value))
+        elif tp is Item or (f.name in ("layers", "prep")):
+            out[f.name] = "???" if f.name in ("source", "layers") else None
+        elif isinstance(value, tuple):
+            out[f.name] = list(value)
+        else:
+            out[f.name] = value
+    return out
+
+
+def language_defaults() -> dict:
+    """Every key of the language with its default (null where an entry's dataclass decides)."""
+    from dsl.spec import Spec
+
+    reg.load_all()
+    d = _defaults_of(Spec)
+    d["data"]["prep"] = []
+    d["data"]["options"] = {n: None for n in _option_names(reg.SOURCES) if n != "path"}
+    d["train"]["optimizer"] = {"name": "adam", **{n: None for n in _option_names(reg.OPTIMIZERS)}}
+    d["train"]["schedule"] = {"name": "constant", **{n: None for n in _option_names(reg.SCHEDULES)}}
+    d["hydra"] = {"run": {"dir": RUN_DIR}, "sweep": {"dir": SWEEP_DIR, "subdir": "${hydra.job.num}"},
+                  "job": {"chdir": False, "name": "dsl"},
+                  "help": {"app_name": "dsl", "header": "dsl: one YAML spec -> a compiled JAX training run and charts",
+                           "footer": "Spec language: docs/reference.md; python -m dsl list names every kind."}}
+    return d
+
+
+def register(spec_path: Path) -> None:
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(group="dsl", name="language", package="_global_", node=language_defaults())
+    cs.store(name=PRIMARY, node={"defaults": ["dsl/language", spec_path.stem, "_self_",
+                                              {"override hydra/job_logging": "none"}],
+                                 "hydra": {"searchpath": [CONF_PACKAGE]}})
+
+
+def hydra_argv(spec_path: Path) -> list[str]:
+    return ["--config-dir", str(spec_path.parent), "--config-name", PRIMARY]
+
+
+def compose(spec_path: Path, overrides: list[str]):
+    """The composed config without running anything (validate, override checks)."""
+    from hydra import compose as hcompose, initialize_config_dir
+
+    register(spec_path)
+    with initialize_config_dir(config_dir=str(spec_path.parent), version_base="1.3"):
+        return hcompose(config_name=PRIMARY, overrides=list(overrides))
+
+
+# --- overrides ---------------------------------------------------------------------------------
+
+def split_override(text: str) -> tuple[str, str]:
+    key, _, value = text.partition("=")
+    return key, value
+
+
+def check_overrides(cfg, overrides: list[str]) -> None:
+    """An override of a key the language does not have: one line with the nearest valid key."""
+    from omegaconf import DictConfig, ListConfig
+
+    for text in overrides:
+        key, value = split_override(text)
+        if not key or key.startswith(("+", "~", "hydra", "hydra/")) or "/" in key or "@" in key or "=" not in text:
+            continue
+        node = cfg
+        walked = []
+        for part in key.split("."):
+            if isinstance(node, DictConfig):
+                if part not in node:
+                    where = ".".join(walked)
+                    choices = [str(k) for k in node.keys()]
+                    msg = unknown("key", part, choices)
+                    if where == "vars":
+                        msg += f"; to add a new variable write +{key}={value}"
+                    raise SpecError(key, f"cannot override: {msg}")
+                node = node._get_node(part)
+                node = node if isinstance(node, (DictConfig, ListConfig)) else None
+            elif isinstance(node, ListConfig):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise SpecError(key, f"cannot override: index {part} is out of range "
+                                         f"(the list has {len(node)} items; replace it whole with '{'.'.join(walked)}=[...]')")
+                node = node._get_node(int(part))
+                node = node if isinstance(node, (DictConfig, ListConfig)) else None
+            else:
+                break
+            walked.append(part)
+
+
+def to_spec(cfg, smap: SourceMap, spec_path: Path, overrides: list[str]) -> Spec:
+    """Resolved config -> Spec; errors point at the spec's line or at the command-line override."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from dsl.parse import parse_spec
+
+    try:
+        raw = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        path = getattr(e, "full_key", None) or ""
+        msg = str(e).split("\n")[0]
+        raise SpecError(path, f"cannot resolve: {msg}").located(smap.file, smap.line(path)) from None
+    raw.pop("hydra", None)
+    try:
+        return parse_spec(raw, file=None, smap=SourceMap(None))
+    except SpecError as e:
+        d = dotted(e.path)
+        for text in overrides:
+            k = split_override(text)[0].lstrip("+")
+            if "=" in text and (d == k or d.startswith(k + ".") or k.startswith(d + ".")):
+                e.message += f" (set on the command line: {text})"
+                e.file, e.line = None, None
+                raise e from None
+        raise e.located(smap.file, smap.line(e.path)) from None

@@ -1,0 +1,56 @@
+"""Errors a user can cause, each printed as one line: `FILE:LINE key.path: message`."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class SpecError(Exception):
+    """A spec, an override or a data file that cannot run. Printed as one line, exit status 2."""
+
+    def __init__(self, path: str, message: str, *, file: str | None = None, line: int | None = None):
+        super().__init__(message)
+        self.path = path
+        self.message = message
+        self.file = file
+        self.line = line
+
+    def located(self, file: str | None, line: int | None) -> "SpecError":
+        """Fills in the file and line where they are not known yet."""
+        if self.file is None:
+            self.file = file
+        if self.line is None:
+            self.line = line
+        return self
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file:
+            where = self.file + (f":{self.line}" if self.line else "")
+        head = " ".join(p for p in (where, self.path) if p)
+        return f"{head}: {self.message}" if head else self.message
+
+
+class DataError(SpecError):
+    """A data file or column that cannot be used as the spec says."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the nearest choice, or '' when nothing is near."""
+    choices = list(choices)
+    near = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    if not near:
+        lowered = {c.lower(): c for c in choices}
+        near = [lowered[str(word).lower()]] if str(word).lower() in lowered else []
+    return f" (did you mean '{near[0]}'?)" if near else ""
+
+
+def unknown(kind: str, word: str, choices: Iterable[str]) -> str:
+    """The message for an unknown name: what was expected, and the nearest valid one."""
+    choices = sorted(choices)
+    hint = did_you_mean(word, choices)
+    if hint:
+        return f"unknown {kind} '{word}'{hint}"
+    listed = ", ".join(choices[:12]) + (", ..." if len(choices) > 12 else "")
+    return f"unknown {kind} '{word}'; expected one of: {listed}"

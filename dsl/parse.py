@@ -1,0 +1,390 @@
+"""YAML/DictConfig -> Spec. Every spec error is raised here, with its key path (and line).
+
+Parse once, at the edge: nothing past this module sees a DictConfig or a raw dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+from dsl import registry as reg
+from dsl.errors import SpecError, did_you_mean, unknown
+from dsl.source_map import SourceMap
+from dsl.spec import Checkpoint, Data, EarlyStopping, Item, Model, Spec, Split, Train
+
+_NONE = type(None)
+# Keys Hydra owns at the top of a spec; they are not part of the language.
+HYDRA_KEYS = ("hydra", "defaults")
+FILE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def _err(path: str, message: str) -> SpecError:
+    return SpecError(path, message)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, (dict, list)):
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _range_message(name: str, value: Any, meta: dict, is_int: bool) -> str | None:
+    ge, gt, le, lt = meta.get("ge"), meta.get("gt"), meta.get("le"), meta.get("lt")
+    bad = ((ge is not None and value < ge) or (gt is not None and value <= gt)
+           or (le is not None and value > le) or (lt is not None and value >= lt))
+    if isinstance(value, float) and not math.isfinite(value):
+        bad = True
+    if not bad:
+        return None
+    if is_int and gt == 0 and le is None and lt is None:
+        want = "a positive integer"
+    elif is_int and ge == 0 and le is None and lt is None:
+        want = "a non-negative integer"
+    else:
+        parts = []
+        if ge is not None:
+            parts.append(f">= {ge}")
+        if gt is not None:
+            parts.append(f"> {gt}")
+        if le is not None:
+            parts.append(f"<= {le}")
+        if lt is not None:
+            parts.append(f"< {lt}")
+        want = ("a finite number " + " and ".join(parts)).strip() if parts else "a finite number"
+    return f"{name} must be {want}, got {_show(value)}"
+
+
+def convert(value: Any, tp: Any, path: str, name: str, meta: dict | None = None) -> Any:
+    """Checks and converts one YAML value to the annotated type; errors name `name`."""
+    meta = meta or {}
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Union:
+        args = get_args(tp)
+        if value is None:
+            if _NONE in args:
+                return None
+            raise _err(path, f"{name} must be set, got null")
+        rest = [a for a in args if a is not _NONE]
+        return convert(value, rest[0], path, name, meta)
+    if value is None:
+        raise _err(path, f"{name} must be set, got null")
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            hint = did_you_mean(str(value), [str(c) for c in choices])
+            raise _err(path, f"{name} must be one of {', '.join(map(str, choices))}, got {_show(value)}{hint}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _err(path, f"{name} must be true or false, got {_show(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            want = "a positive integer" if meta.get("gt") == 0 else "an integer"
+            raise _err(path, f"{name} must be {want}, got {_show(value)}")
+        problem = _range_message(name, value, meta, True)
+        if problem:
+            raise _err(path, problem)
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise _err(path, f"{name} must be a number, got {_show(value)}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _err(path, f"{name} must be a number, got {_show(value)}")
+        value = float(value)
+        problem = _range_message(name, value, meta, False)
+        if problem:
+            raise _err(path, problem)
+        return value
+    if tp is str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise _err(path, f"{name} must be a string, got {_show(value)}")
+        value = str(value)
+        choices = meta.get("choices")
+        if choices is not None:
+            choices = list(choices() if callable(choices) else choices)
+            if value not in choices:
+                raise _err(path, f"{name}: " + unknown(meta.get("noun", "value"), value, choices))
+        return value
+    if origin is tuple:
+        (inner, *_rest) = get_args(tp)
+        if isinstance(value, (str, int, float, bool)) and inner is not Item:
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise _err(path, f"{name} must be a list, got {_show(value)}")
+        return tuple(convert(v, inner, f"{path}[{i}]", f"{name}[{i}]", meta) for i, v in enumerate(value))
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise _err(path, f"{name} must be a mapping, got {_show(value)}")
+        return value
+    if tp is Item:
+        return parse_item(value, reg.FAMILIES[meta["registry"]], path)
+    if dataclasses.is_dataclass(tp):
+        return parse_options(tp, value, path)
+    raise TypeError(f"no converter for {tp}")  # a bug in a registered options class
+
+
+def parse_options(cls: type, raw: Any, path: str, *, what: str = "option", skip_none: tuple = ()) -> Any:
+    """A mapping -> an instance of the options dataclass `cls`; unknown keys get did-you-mean.
+
+    `skip_none` lists keys that may be present as null without being options of `cls` (the
+    language defaults compose every optimizer's options beneath a spec, as null).
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise _err(path, f"expected a mapping of {what}s, got {_show(raw)}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "file"}
+    hints = _hints(cls)
+    values = {}
+    for key, value in raw.items():
+        key = str(key)
+        sub = f"{path}.{key}" if path else key
+        if key not in fields:
+            if value is None and key in skip_none:
+                continue
+            if key == "_target_":
+                raise _err(sub, "specs never execute code: '_target_' is not allowed")
+            raise _err(sub, unknown(what, key, fields))
+        if value is None and key in skip_none:
+            continue
+        field = fields[key]
+        values[key] = convert(value, hints[key], sub, key, dict(field.metadata))
+    try:
+        return cls(**values)
+    except TypeError as e:  # a required option is missing
+        missing = [f for f in fields if f not in values and fields[f].default is dataclasses.MISSING
+                   and fields[f].default_factory is dataclasses.MISSING]
+        if missing:
+            raise _err(path, f"missing required {what} '{missing[0]}'") from None
+        raise _err(path, str(e)) from None
+    except ValueError as e:  # a check in __post_init__
+        raise _err(path, str(e)) from None
+
+
+def parse_item(raw: Any, registry: reg.Registry, path: str) -> Item:
+    """`kind`, `kind: arg` or `kind: {options}` -> Item."""
+    if isinstance(raw, str):
+        kind, arg, form = raw, None, "bare"
+    elif isinstance(raw, dict) and len(raw) == 1:
+        ((kind, arg),) = raw.items()
+        kind, form = str(kind), "keyed"
+    elif isinstance(raw, dict):
+        keys = ", ".join(map(str, raw))
+        raise _err(path, f"expected one {registry.noun} per item (`kind`, `kind: value` or "
+                         f"`kind: {{options}}`), got several keys: {keys}; start a new '- ' item for each")
+    else:
+        raise _err(path, f"expected a {registry.noun} (`kind`, `kind: value` or `kind: {{options}}`), got {_show(raw)}")
+    entry = registry.get(kind, path)
+    sub = f"{path}.{kind}"
+    if form == "keyed" and isinstance(arg, dict):
+        options = parse_options(entry.options, arg, sub)
+    elif form == "keyed" and arg is not None:
+        if entry.positional is None:
+            raise _err(sub, f"'{kind}' takes no single value; write `{kind}: {{option: value}}`"
+                            f" with options {', '.join(f.name for f in entry.fields()) or '(none)'}")
+        options = parse_options(entry.options, {entry.positional: arg}, sub)
+    else:
+        options = parse_options(entry.options, {}, sub)
+    return Item(kind, options, path)
+
+
+def parse_named(raw: Any, registry: reg.Registry, path: str, default: str) -> Item:
+    """`{name: adam, lr: 1e-3, ...}` (or a bare name) -> Item; null options are skipped."""
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise _err(path, f"expected a mapping with a 'name', got {_show(raw)}")
+    raw = dict(raw)
+    name = raw.pop("name", None) or default
+    entry = registry.get(str(name), f"{path}.name")
+    every = {f.name for e in registry for f in e.fields()}
+    return Item(str(name), parse_options(entry.options, raw, path, skip_none=tuple(every)), path)
+
+
+def _section(raw: dict, key: str, path: str) -> dict:
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _err(path, f"expected a mapping, got {_show(value)}")
+    return value
+
+
+def _check_keys(raw: dict, cls: type, path: str, extra: tuple = ()) -> None:
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "file"] + list(extra)
+    for key in raw:
+        sub = f"{path}.{key}" if path else str(key)
+        if key == "_target_":
+            raise _err(sub, "specs never execute code: '_target_' is not allowed")
+        if key not in names:
+            raise _err(sub, unknown("key", str(key), [n for n in names if n not in HYDRA_KEYS]))
+
+
+def _source(raw: dict) -> Item:
+    source = raw.get("source")
+    options = raw.get("options") or {}
+    if source is None or source == "???":
+        raise _err("data.source", "required: a built-in data set name "
+                   f"({', '.join(reg.SOURCES.names()[:6])}, ...) or a path to a .csv/.parquet file")
+    if not isinstance(source, str):
+        raise _err("data.source", f"must be a data set name or a file path, got {_show(source)}")
+    if not isinstance(options, dict):
+        raise _err("data.options", f"expected a mapping, got {_show(options)}")
+    # The language defaults compose every source's options beneath a spec, as null.
+    every = tuple({f.name for e in reg.SOURCES for f in e.fields()})
+    if source in reg.SOURCES and not reg.SOURCES.get(source).meta.get("file"):
+        entry = reg.SOURCES.get(source)
+        return Item(source, parse_options(entry.options, options, "data.options", skip_none=every), "data.source")
+    suffix = Path(source).suffix.lower()
+    if suffix in FILE_SUFFIXES:
+        kind = FILE_SUFFIXES[suffix]
+        entry = reg.SOURCES.get(kind)
+        return Item(kind, parse_options(entry.options, {**options, "path": source}, "data.options",
+                                        skip_none=every), "data.source")
+    builtins = [e.name for e in reg.SOURCES if not e.meta.get("file")]
+    if "/" in source or suffix:
+        raise _err("data.source", f"cannot read '{source}': expected a .csv or .parquet file, or a built-in "
+                   f"data set ({', '.join(builtins)})")
+    raise _err("data.source", unknown("data source", source, builtins))
+
+
+def parse_data(raw: dict, seed: int) -> Data:
+    _check_keys(raw, Data, "data", extra=("options",))
+    hints = _hints(Data)
+    meta = {f.name: dict(f.metadata) for f in dataclasses.fields(Data)}
+    out = {"source": _source(raw)}
+    for key in ("target", "features", "shape"):
+        if raw.get(key) is not None:
+            out[key] = convert(raw[key], hints[key], f"data.{key}", key, meta[key])
+    if isinstance(out.get("features"), tuple) and not out["features"]:
+        raise _err("data.features", "features must name at least one column, or be null for all")
+    for i, n in enumerate(out.get("shape") or ()):
+        if n < 1 and n != -1:
+            raise _err(f"data.shape[{i}]", f"shape entries must be positive (or -1 once), got {n}")
+    prep = raw.get("prep") or []
+    if not isinstance(prep, list):
+        raise _err("data.prep", f"expected a list of prep steps, got {_show(prep)}")
+    out["prep"] = tuple(parse_item(p, reg.PREP, f"data.prep[{i}]") for i, p in enumerate(prep))
+    out["split"] = parse_options(Split, _section(raw, "split", "data.split"), "data.split")
+    split = out["split"]
+    if split.test + split.val >= 1.0:
+        raise _err("data.split", f"test + val must leave rows to train on, got {split.test} + {split.val}")
+    return Data(**out)
+
+
+def parse_model(raw: dict) -> Model:
+    _check_keys(raw, Model, "model")
+    layers = raw.get("layers")
+    if layers is None or layers == "???":
+        raise _err("model.layers", "required: a list of layers, e.g. [{dense: 64}, relu]")
+    if not isinstance(layers, list):
+        raise _err("model.layers", f"expected a list of layers, got {_show(layers)}")
+    parsed = tuple(parse_item(x, reg.LAYERS, f"model.layers[{i}]") for i, x in enumerate(layers))
+    head = convert(raw.get("head", "auto"), _hints(Model)["head"], "model.head", "head")
+    if not parsed and head == "none":
+        raise _err("model.layers", "an empty model with head: none has no output")
+    return Model(parsed, head)
+
+
+def parse_train(raw: dict) -> Train:
+    _check_keys(raw, Train, "train")
+    hints = _hints(Train)
+    meta = {f.name: dict(f.metadata) for f in dataclasses.fields(Train)}
+    out: dict[str, Any] = {}
+    for key in ("epochs", "batch_size", "precision", "loop"):
+        if raw.get(key) is not None:
+            out[key] = convert(raw[key], hints[key], f"train.{key}", key, meta[key])
+    loss = raw.get("loss") or "auto"
+    if loss != "auto":
+        reg.LOSSES.get(str(loss), "train.loss")
+    out["loss"] = str(loss)
+    out["optimizer"] = parse_named(raw.get("optimizer"), reg.OPTIMIZERS, "train.optimizer", "adam")
+    out["schedule"] = parse_named(raw.get("schedule"), reg.SCHEDULES, "train.schedule", "constant")
+    metrics = raw.get("metrics", "auto")
+    if metrics is None:
+        metrics = ()
+    if metrics != "auto":
+        if isinstance(metrics, str):
+            metrics = [metrics]
+        if not isinstance(metrics, list):
+            raise _err("train.metrics", f"expected auto or a list of metric names, got {_show(metrics)}")
+        for i, m in enumerate(metrics):
+            reg.METRICS.get(str(m), f"train.metrics[{i}]")
+        metrics = tuple(str(m) for m in metrics)
+    out["metrics"] = metrics
+    es = raw.get("early_stopping", {})
+    out["early_stopping"] = None if es is None else parse_options(EarlyStopping, es, "train.early_stopping")
+    out["checkpoint"] = parse_options(Checkpoint, _section(raw, "checkpoint", "train.checkpoint"), "train.checkpoint")
+    devices = raw.get("devices", "auto")
+    if devices != "auto":
+        devices = convert(devices, int, "train.devices", "devices", {"gt": 0})
+    out["devices"] = devices
+    return Train(**out)
+
+
+def parse_plots(raw: Any) -> Any:
+    if raw is None:
+        return ()
+    if raw == "auto":
+        return "auto"
+    if isinstance(raw, (str, dict)):
+        raw = [raw]
+    if not isinstance(raw, list):
+        raise _err("plots", f"expected auto or a list of chart kinds, got {_show(raw)}")
+    return tuple(parse_item(p, reg.CHARTS, f"plots[{i}]") for i, p in enumerate(raw))
+
+
+def parse_spec(raw: Any, *, file: str | None = None, smap: SourceMap | None = None) -> Spec:
+    """A plain mapping (a resolved spec) -> Spec; a SpecError carries file and line."""
+    reg.load_all()
+    smap = smap or SourceMap(file)
+    try:
+        return _parse(raw, file)
+    except SpecError as e:
+        raise e.located(smap.file or file, smap.line(e.path)) from None
+
+
+def _parse(raw: Any, file: str | None) -> Spec:
+    if raw is None:
+        raise _err("", "the spec is empty; it needs at least data and model sections")
+    if not isinstance(raw, dict):
+        raise _err("", f"a spec is a mapping of sections (name, data, model, train, plots), got {_show(raw)}")
+    _check_keys(raw, Spec, "", extra=HYDRA_KEYS)
+    hints = _hints(Spec)
+    name = convert(raw.get("name", "run"), str, "name", "name")
+    if not name or any(c in name for c in "/\\") or name in (".", ".."):
+        raise _err("name", f"name must be a plain name without path separators, got {_show(name)}")
+    seed = convert(raw.get("seed", 0), int, "seed", "seed")
+    task = convert(raw.get("task"), hints["task"], "task", "task")
+    variables = convert(raw.get("vars") or {}, dict, "vars", "vars")
+    data = parse_data(_section(raw, "data", "data"), seed)
+    model = parse_model(_section(raw, "model", "model"))
+    train = parse_train(_section(raw, "train", "train"))
+    plots = parse_plots(raw.get("plots", "auto"))
+    return Spec(name=name, seed=seed, task=task, vars=variables, data=data, model=model,
+                train=train, plots=plots, file=file)
