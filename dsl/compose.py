@@ -234,11 +234,17 @@ def to_spec(cfg, smap: SourceMap, spec_path: Path, overrides: list[str]) -> Spec
     try:
         return parse_spec(raw, file=None, smap=SourceMap(None))
     except SpecError as e:
-        d = dotted(e.path)
-        for text in overrides:
-            k = split_override(text)[0].lstrip("+")
-            if "=" in text and (d == k or d.startswith(k + ".") or k.startswith(d + ".")):
-                e.message += f" (set on the command line: {text})"
-                e.file, e.line = None, None
-                raise e from None
-        raise e.located(smap.file, smap.line(e.path)) from None
+        raise locate(e, smap, overrides) from None
+
+
+def locate(e: SpecError, smap: SourceMap, overrides: list[str]) -> SpecError:
+    """Points an error at the spec's line, or at the command-line override that set the key."""
+    if e.file is not None:
+        return e
+    d = dotted(e.path)
+    for text in overrides:
+        k = split_override(text)[0].lstrip("+")
+        if "=" in text and d and (d == k or d.startswith(k + ".") or k.startswith(d + ".")):
+            e.message += f" (set on the command line: {text})"
+            return e
+    return e.located(smap.file, smap.line(e.path))

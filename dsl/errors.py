@@ -25,10 +25,12 @@ class SpecError(Exception):
         return self
 
     def __str__(self) -> str:
-        where = ""
-        if self.file:
-            where = self.file + (f":{self.line}" if self.line else "")
-        head = " ".join(p for p in (where, self.path) if p)
+        if self.file and self.line:
+            head = " ".join(p for p in (f"{self.file}:{self.line}", self.path) if p)
+        elif self.file:
+            head = f"{self.file}: {self.path}" if self.path else self.file
+        else:
+            head = self.path
         return f"{head}: {self.message}" if head else self.message
 
 
@@ -49,6 +51,8 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 def unknown(kind: str, word: str, choices: Iterable[str]) -> str:
     """The message for an unknown name: what was expected, and the nearest valid one."""
     choices = sorted(choices)
+    if not choices:
+        return f"unknown {kind} '{word}'; none is accepted here"
     hint = did_you_mean(word, choices)
     if hint:
         return f"unknown {kind} '{word}'{hint}"

@@ -51,7 +51,7 @@ def _range_message(name: str, value: Any, meta: dict, is_int: bool) -> str | Non
         bad = True
     if not bad:
         return None
-    if is_int and gt == 0 and le is None and lt is None:
+    if is_int and (gt == 0 or ge == 1) and le is None and lt is None:
         want = "a positive integer"
     elif is_int and ge == 0 and le is None and lt is None:
         want = "a non-negative integer"
@@ -99,7 +99,7 @@ def convert(value: Any, tp: Any, path: str, name: str, meta: dict | None = None)
         if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            want = "a positive integer" if meta.get("gt") == 0 else "an integer"
+            want = "a positive integer" if meta.get("gt") == 0 or meta.get("ge") == 1 else "an integer"
             raise _err(path, f"{name} must be {want}, got {_show(value)}")
         problem = _range_message(name, value, meta, True)
         if problem:
@@ -126,7 +126,7 @@ def convert(value: Any, tp: Any, path: str, name: str, meta: dict | None = None)
         if choices is not None:
             choices = list(choices() if callable(choices) else choices)
             if value not in choices:
-                raise _err(path, f"{name}: " + unknown(meta.get("noun", "value"), value, choices))
+                raise _err(path, unknown(meta.get("noun") or name, value, choices))
         return value
     if origin is tuple:
         (inner, *_rest) = get_args(tp)
@@ -171,7 +171,8 @@ def parse_options(cls: type, raw: Any, path: str, *, what: str = "option", skip_
         if value is None and key in skip_none:
             continue
         field = fields[key]
-        values[key] = convert(value, hints[key], sub, key, dict(field.metadata))
+        # A bad value is reported at the owner: `model.layers[2].dense: features must be ...`
+        values[key] = convert(value, hints[key], path or sub, key, dict(field.metadata))
     try:
         return cls(**values)
     except TypeError as e:  # a required option is missing

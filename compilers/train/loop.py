@@ -21,6 +21,11 @@ def _metrics_of(stats: dict, metrics: tuple[str, ...], prefix: str = "") -> dict
     return row
 
 
+def _schedule_at(schedule, steps: np.ndarray) -> np.ndarray:
+    """The learning rate at each step, in one vectorised call (constant schedules return a scalar)."""
+    return np.broadcast_to(np.asarray(schedule(steps), dtype=np.float64), steps.shape).copy()
+
+
 def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
     if value is None or not math.isfinite(value):
         return False
@@ -98,7 +103,7 @@ def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: 
     eb = eval_batch_size({k: data.x[k].shape[0] for k in splits})
     dev = {k: jax.device_put(pad_split(data.x[k], data.y[k], eb)) for k in splits}
     # learning rate at the end of each epoch, computed once
-    epoch_lr = np.asarray(programs.schedule(np.arange(1, tp.epochs + 1) * tp.steps_per_epoch - 1), dtype=np.float64)
+    epoch_lr = _schedule_at(programs.schedule, np.arange(1, tp.epochs + 1) * tp.steps_per_epoch - 1)
     state = programs.init(spec.seed)
     base_key = jax.random.key(spec.seed)
     ckpt = Checkpoints(run_dir, spec.train.checkpoint.keep)
@@ -177,7 +182,7 @@ def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: 
 
     total_steps = len(history) * tp.steps_per_epoch
     steps = np.unique(np.linspace(0, max(total_steps - 1, 0), num=min(total_steps, 2000)).astype(np.int64))
-    lrs = np.asarray(programs.schedule(steps), dtype=np.float64)
+    lrs = _schedule_at(programs.schedule, steps)
     ckpt.close()
     record = RunRecord(
         name=spec.name, task=plan.task, history=history,

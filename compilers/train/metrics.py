@@ -12,7 +12,8 @@ import numpy as np
 
 from dsl.registry import METRICS, NoOptions
 
-AUC_BINS = 256  # score histogram resolution for auc (one-vs-rest, per class)
+AUC_BINS = 512      # score histogram resolution for auc (one-vs-rest, per class)
+AUC_LOGIT = 12.0    # bins are even in log-odds over [-12, 12]: confident scores stay apart
 
 
 def batch_stats(out, y, w, task: str, n_classes: int, binary_logit: bool, with_hist: bool):
@@ -30,7 +31,9 @@ def batch_stats(out, y, w, task: str, n_classes: int, binary_logit: bool, with_h
     conf = jnp.zeros((n_classes, n_classes), jnp.float32).at[y, pred].add(w)
     stats = {"n": w.sum(), "confusion": conf}
     if with_hist:
-        b = jnp.clip((proba * AUC_BINS).astype(jnp.int32), 0, AUC_BINS - 1)      # [B, C]
+        p = jnp.clip(proba, 1e-7, 1 - 1e-7)
+        logit = jnp.clip(jnp.log(p) - jnp.log1p(-p), -AUC_LOGIT, AUC_LOGIT)
+        b = jnp.clip(((logit + AUC_LOGIT) / (2 * AUC_LOGIT) * AUC_BINS).astype(jnp.int32), 0, AUC_BINS - 1)  # [B, C]
         pos = (y[:, None] == jnp.arange(n_classes)[None, :]).astype(jnp.int32)    # [B, C]
         cls = jnp.broadcast_to(jnp.arange(n_classes)[None, :], b.shape)
         hist = jnp.zeros((n_classes, 2, AUC_BINS), jnp.float32).at[cls, pos, b].add(w[:, None])
@@ -103,7 +106,7 @@ def auc_from_hist(hist: np.ndarray) -> float:
 
 @METRICS.register("auc", NoOptions, tasks=("classification",), mode="max", needs_hist=True)
 def auc(o):
-    """Area under the ROC curve, one-vs-rest, macro-averaged (256-bin score histograms)."""
+    """Area under the ROC curve, one-vs-rest, macro-averaged (512 log-odds bins)."""
     return lambda s: auc_from_hist(s["hist"])
 
 

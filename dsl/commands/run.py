@@ -98,7 +98,7 @@ def _hydra_run(spec_path, smap, flags, overrides, cwd: Path, t_start: float) -> 
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from dsl.compose import hydra_argv, register, to_spec
+    from dsl.compose import hydra_argv, locate, register, to_spec
 
     register(spec_path)
 
@@ -114,6 +114,7 @@ def _hydra_run(spec_path, smap, flags, overrides, cwd: Path, t_start: float) -> 
             spec = to_spec(cfg, smap, spec_path, job_overrides)
             summary = run_spec(spec, run_dir, cwd, t_start=t_start if not multirun else started)
         except SpecError as e:
+            e = locate(e, smap, job_overrides)
             if not (run_dir / "metrics.jsonl").exists():
                 remove_run_dir(run_dir) if not multirun else None
             print(e, file=sys.stderr)

@@ -45,13 +45,17 @@ def describe(plan, data) -> str:
 
 def main(args: list[str]) -> None:
     from dsl.commands.run import prepare
+    from dsl.compose import locate
 
     cwd = Path.cwd()
     try:
-        _path, _smap, _flags, _overrides, spec = prepare(args, cwd, sweep_ok=False)
+        _path, smap, _flags, overrides, spec = prepare(args, cwd, sweep_ok=False)
         from compilers.pipeline import plan_spec
 
-        data, plan = plan_spec(spec, cwd)
+        try:
+            data, plan = plan_spec(spec, cwd)
+        except SpecError as e:
+            raise locate(e, smap, overrides) from None
     except SpecError as e:
         print(e, file=sys.stderr)
         raise SystemExit(2)

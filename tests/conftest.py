@@ -1,0 +1,40 @@
+"""Shared test setup: CPU only, a private compilation cache, helpers that run the CLI in-process."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory):
+    os.environ["DSL_CACHE_DIR"] = str(tmp_path_factory.mktemp("dsl-cache"))
+    yield
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Runs `python -m dsl ARGS` in this process -> (exit status, stdout, stderr)."""
+    from dsl.cli import main
+
+    argv0 = sys.argv[:]
+    try:
+        main(args)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv[:] = argv0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def cli(capsys):
+    return lambda *args: run_cli(list(args), capsys)
