@@ -1,0 +1,267 @@
+"""Spec -> Dataset: load the source, choose target and features, split, prepare, encode.
+
+    load_dataset(spec, cwd)                 the whole pipeline, for `run` and `validate`
+    load_source(source_item, cwd, seed)     just the source's Table
+    apply_prep(prep_items, frame, states)   re-apply fitted prep steps to new rows (`predict`)
+    to_x(frame, feature_names, shape)       prepared frame -> float32 array [n, *shape]
+
+Every problem a user can cause is a one-line `DataError` naming the key path to fix.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from compilers.data.dataset import Dataset, Table
+from compilers.data.prep import PrepContext, describe_dtype, is_numeric, label_strings, natural_sorted
+from compilers.data.sources import SourceContext
+from compilers.data.split import SPLITS, split_indices
+from dsl.errors import DataError, did_you_mean
+from dsl.registry import PREP, SOURCES
+
+MAX_INFERRED_CLASSES = 20   # an integer target with at most this many values is a class label
+
+
+def load_source(source, cwd: Path, seed: int = 0) -> Table:
+    """The Table of a parsed `data.source` item (`Item(kind, options)`)."""
+    entry = SOURCES.get(source.kind, "data.source")
+    table = entry.build(source.options, SourceContext(cwd=Path(cwd), seed=seed))
+    frame = table.frame
+    frame.columns = [str(c) for c in frame.columns]
+    if len(frame) == 0:
+        raise DataError("data.source", f"{table.description or source.kind}: no rows")
+    if not table.description:
+        table.description = source.kind
+    return table
+
+
+def _no_column(name: str, columns: Sequence[str], what: str = "column") -> str:
+    hint = did_you_mean(name, columns)
+    if hint:
+        return f"no {what} '{name}' in the data{hint}"
+    listed = ", ".join(list(columns)[:12]) + (", ..." if len(columns) > 12 else "")
+    return f"no {what} '{name}' in the data; columns: {listed}"
+
+
+def infer_task(series) -> str:
+    """classification for text, bool and integer targets with few values; regression otherwise."""
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(series.dtype) or not is_numeric(series):
+        return "classification"
+    values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    values = values[np.isfinite(values)]
+    integral = bool(np.all(values == np.round(values)))
+    if integral and len(np.unique(values)) <= MAX_INFERRED_CLASSES:
+        return "classification"
+    return "regression"
+
+
+def _target(spec, table: Table, columns: list[str]) -> str:
+    target = spec.data.target or table.target
+    if target is None:
+        listed = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
+        raise DataError("data.target", f"required for {table.description}: name the column to predict "
+                                       f"(columns: {listed})")
+    if target not in columns:
+        raise DataError("data.target", _no_column(target, columns))
+    return target
+
+
+def _features(spec, target: str, columns: list[str]) -> list[str]:
+    if spec.data.features is None:
+        features = [c for c in columns if c != target]
+        if not features:
+            raise DataError("data.features", f"the data has no columns besides the target '{target}'")
+        return features
+    seen: list[str] = []
+    for i, name in enumerate(spec.data.features):
+        path = f"data.features[{i}]"
+        if name == target:
+            raise DataError(path, f"'{name}' is the target; it cannot also be a feature")
+        if name not in columns:
+            raise DataError(path, _no_column(name, [c for c in columns if c != target]))
+        if name in seen:
+            raise DataError(path, f"column '{name}' is listed twice")
+        seen.append(name)
+    return seen
+
+
+def _task(spec, table: Table, target: str, series) -> str:
+    if spec.task is not None:
+        task = spec.task
+    elif table.task is not None and target == table.target:
+        task = table.task
+    else:
+        task = infer_task(series.dropna())
+    if task == "regression" and (not is_numeric(series)):
+        raise DataError("task", f"regression needs a numeric target, but '{target}' holds "
+                                f"{describe_dtype(series)}; set task: classification")
+    return task
+
+
+def _drops_target(items, target: str, columns: list[str]) -> bool:
+    for item in items:
+        if item.kind != "drop_na":
+            continue
+        named = item.options.columns
+        if named is None or target in named or ("target" in named and "target" not in columns):
+            return True
+    return False
+
+
+def _check_sizes(frames: dict, sizes_wanted: dict, path: str, what: str) -> None:
+    for name in SPLITS:
+        if sizes_wanted[name] > 0 and len(frames[name]) == 0:
+            raise DataError(path, f"{what} left no rows in the {name} split")
+
+
+def fit_prep(items, frames: dict, target: str) -> tuple[dict, list[dict]]:
+    """Fits each step on the (already prepared) training frame in order and applies it to every split."""
+    wanted = {k: len(v) for k, v in frames.items()}
+    states = []
+    for i, item in enumerate(items):
+        path = f"data.prep[{i}].{item.kind}"
+        prep = PREP.get(item.kind, f"data.prep[{i}]").build(item.options)
+        state = prep.fit(frames["train"], PrepContext(target=target, path=path))
+        frames = {name: _apply(prep, frame, state, path) for name, frame in frames.items()}
+        _check_sizes(frames, wanted, path, item.kind)
+        states.append({"kind": item.kind, "state": state})
+    return frames, states
+
+
+def _apply(prep, frame, state, path: str):
+    try:
+        return prep.apply(frame, state)
+    except DataError as e:
+        if not e.path:
+            e.path = path
+        raise
+
+
+def apply_prep(items, frame, states: list[dict]):
+    """Re-applies fitted steps (`Dataset.prep_state`) to a new frame, e.g. for `predict`."""
+    if len(items) != len(states):
+        raise DataError("data.prep", f"the run was prepared with {len(states)} steps, the spec has {len(items)}")
+    for i, (item, saved) in enumerate(zip(items, states)):
+        path = f"data.prep[{i}].{item.kind}"
+        if saved.get("kind") != item.kind:
+            raise DataError(path, f"the run's step {i} was {saved.get('kind')}, the spec's is {item.kind}")
+        prep = PREP.get(item.kind, f"data.prep[{i}]").build(item.options)
+        frame = _apply(prep, frame, saved["state"], path)
+    return frame
+
+
+def check_features(frame, feature_names: list[str], split: str = "") -> None:
+    """Every feature column must hold finite numbers once prepared."""
+    where = f" in the {split} split" if split else ""
+    for c in feature_names:
+        series = frame[c]
+        if not is_numeric(series):
+            kind = describe_dtype(series)
+            fix = ("add `one_hot` to data.prep or leave it out of data.features" if kind in ("text", "categories")
+                   else "leave it out of data.features")
+            raise DataError("data.features", f"column '{c}' holds {kind}; {fix}")
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        missing = int(np.isnan(values).sum())
+        if missing:
+            raise DataError("data.features", f"column '{c}' has {missing} missing value{'s' if missing != 1 else ''}"
+                                             f"{where}; add `impute` or `drop_na` to data.prep")
+        if not np.all(np.isfinite(values)):
+            raise DataError("data.features", f"column '{c}' has infinite values{where}; "
+                                             "add `clip` to data.prep or leave it out of data.features")
+
+
+def resolve_shape(shape, n_features: int) -> tuple[int, ...]:
+    """`data.shape` (with at most one -1) for examples of n_features values."""
+    if shape is None:
+        return (n_features,)
+    shape = tuple(int(s) for s in shape)
+    shown = "[" + ", ".join(map(str, shape)) + "]"
+    if shape.count(-1) > 1:
+        raise DataError("data.shape", f"{shown}: at most one entry may be -1")
+    known = math.prod(s for s in shape if s != -1)
+    if -1 in shape:
+        if known == 0 or n_features % known:
+            raise DataError("data.shape", f"{shown} cannot hold the {n_features} features of an example")
+        shape = tuple(n_features // known if s == -1 else s for s in shape)
+    elif known != n_features:
+        raise DataError("data.shape", f"{shown} holds {known} values, but an example has {n_features} features")
+    return shape
+
+
+def to_x(frame, feature_names: list[str], shape=None) -> np.ndarray:
+    """float32 [n, *shape] of the prepared feature columns."""
+    x = frame[feature_names].to_numpy(dtype=np.float32, na_value=np.nan) if feature_names else \
+        np.zeros((len(frame), 0), np.float32)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return x.reshape((x.shape[0],) + resolve_shape(shape, len(feature_names)))
+
+
+def load_dataset(spec, cwd: Path) -> Dataset:
+    """Loads, splits and prepares the data a spec describes."""
+    import pandas as pd
+
+    data = spec.data
+    table = load_source(data.source, cwd, spec.seed)
+    frame = table.frame
+    columns = list(frame.columns)
+    target = _target(spec, table, columns)
+    features = _features(spec, target, columns)
+    raw = frame[features + [target]].reset_index(drop=True)
+    task = _task(spec, table, target, raw[target])
+
+    missing = int(raw[target].isna().sum())
+    if missing and not _drops_target(data.prep, target, columns):
+        raise DataError("data.target", f"{missing} row{'s' if missing != 1 else ''} of {len(raw)} have no value "
+                                       f"for the target '{target}'; add `drop_na: {{columns: [{target}]}}` "
+                                       "to data.prep to drop them")
+
+    labels = None
+    class_names = None
+    if task == "classification":
+        labels = label_strings(raw[target])
+        class_names = natural_sorted(set(labels.dropna()))
+        if len(class_names) < 2:
+            only = f" ('{class_names[0]}')" if class_names else ""
+            raise DataError("data.target", f"classification needs at least two classes; '{target}' has "
+                                           f"{len(class_names)}{only}")
+
+    seed = data.split.seed if data.split.seed is not None else spec.seed
+    index = split_indices(len(raw), None if labels is None else labels.to_numpy(dtype=object),
+                          data.split, seed, task == "classification")
+    frames = {name: raw.iloc[index[name]].reset_index(drop=True) for name in SPLITS}
+    frames, states = fit_prep(data.prep, frames, target)
+
+    feature_names = [c for c in frames["train"].columns if c != target]
+    for name in SPLITS:
+        if [c for c in frames[name].columns if c != target] != feature_names:   # a step misbehaved
+            raise DataError("data.prep", f"the {name} split came out with other columns than the train split")
+        check_features(frames[name], feature_names, name)
+    if not feature_names:
+        raise DataError("data.features", "no feature columns are left after data.prep")
+    input_shape = resolve_shape(data.shape, len(feature_names))
+
+    x, y = {}, {}
+    for name in SPLITS:
+        f = frames[name]
+        if f[target].isna().any():
+            raise DataError("data.target", f"rows without a target are left in the {name} split; add "
+                                           f"`drop_na: {{columns: [{target}]}}` to data.prep")
+        x[name] = to_x(f, feature_names, data.shape)
+        if task == "classification":
+            codes = pd.Categorical(label_strings(f[target]), categories=class_names).codes
+            y[name] = codes.astype(np.int32)
+        else:
+            y[name] = f[target].to_numpy(dtype=np.float32, na_value=np.nan)
+
+    n_rows = sum(len(v) for v in y.values())
+    what = (f"{len(class_names)} classes" if task == "classification" else f"regression on '{target}'")
+    description = f"{table.description}: {n_rows} rows, {len(feature_names)} features, {what}"
+    return Dataset(task=task, feature_names=feature_names, class_names=class_names, x=x, y=y,
+                   input_shape=input_shape, raw=raw, target=target, prep_state=states,
+                   description=description)

@@ -1,0 +1,381 @@
+"""Preparation steps: `(fit, apply)` pairs, like optax's `(init, update)`.
+
+A step is registered in `PREP` with its options dataclass and a builder `def name(options) -> Prep`.
+`fit(frame, ctx) -> state` learns what the step needs from the training split (means, categories,
+...); `apply(frame, state) -> frame` transforms any frame with that state. The state is plain JSON
+(lists, floats, strings), so it is saved with the run and re-applied to new data by `predict`.
+
+Frames hold the feature columns and the target column. Column-wise steps act on feature columns
+only (`drop_na` may also name the target); `columns: null` means every column the step applies to.
+Nothing heavy is imported at module level.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Optional
+
+import numpy as np
+
+from dsl.errors import DataError, unknown
+from dsl.registry import PREP, opt
+
+
+@dataclass(frozen=True)
+class PrepContext:
+    """What `fit` may know besides the training frame."""
+
+    target: str            # the target column (never transformed, except rows dropped by drop_na)
+    path: str = ""         # key path of the step, e.g. "data.prep[1].standardize", for errors
+
+
+@dataclass(frozen=True)
+class Prep:
+    fit: Callable[[Any, PrepContext], dict]
+    apply: Callable[[Any, dict], Any]
+
+
+_COLUMNS = "columns to transform; default: {}"
+
+
+def _features(frame, ctx: PrepContext) -> list[str]:
+    return [c for c in frame.columns if c != ctx.target]
+
+
+def is_numeric(series) -> bool:
+    """True for number and bool columns (pandas' idea of numeric includes bool)."""
+    import pandas as pd
+
+    return pd.api.types.is_numeric_dtype(series.dtype) and not isinstance(series.dtype, pd.CategoricalDtype)
+
+
+def _check_named(named: tuple[str, ...], frame, ctx: PrepContext, *, allow_target: bool = False) -> list[str]:
+    columns = list(frame.columns)
+    out = []
+    for name in named:
+        if name == ctx.target and not allow_target:
+            raise DataError(ctx.path, f"'{name}' is the target; only drop_na may name it in data.prep")
+        if name not in columns:
+            if allow_target and name == "target":
+                out.append(ctx.target)
+                continue
+            choices = (columns + ["target"]) if allow_target else [c for c in columns if c != ctx.target]
+            raise DataError(ctx.path, unknown("column", name, choices))
+        if name in out:
+            raise DataError(ctx.path, f"column '{name}' is listed twice")
+        out.append(name)
+    return out
+
+
+def _numeric_columns(options, frame, ctx: PrepContext, what: str) -> list[str]:
+    """The columns a numeric step acts on: those named (which must hold numbers), or all numeric features."""
+    if options.columns is None:
+        return [c for c in _features(frame, ctx) if is_numeric(frame[c])]
+    columns = _check_named(options.columns, frame, ctx)
+    for c in columns:
+        if not is_numeric(frame[c]):
+            raise DataError(ctx.path, f"column '{c}' holds {describe_dtype(frame[c])}; {what} needs numbers"
+                                      " (one_hot turns categories into numbers)")
+    return columns
+
+
+def describe_dtype(series) -> str:
+    import pandas as pd
+
+    if pd.api.types.is_datetime64_any_dtype(series.dtype) or pd.api.types.is_timedelta64_dtype(series.dtype):
+        return "dates or times"
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return "categories"
+    if is_numeric(series):
+        return "numbers"
+    return "text"
+
+
+def _values(frame, column: str) -> np.ndarray:
+    return frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def label_strings(series) -> "Any":
+    """Values as strings (an object Series) for categories and class names; missing stay None.
+
+    Whole-number float columns (integers with gaps read as floats) lose their '.0'.
+    """
+    import pandas as pd
+
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    values = list(uniques)
+    if pd.api.types.is_float_dtype(series.dtype):
+        v = np.asarray(values, dtype=np.float64)
+        if v.size and np.all(np.isfinite(v)) and np.all(v == np.round(v)) and np.all(np.abs(v) < 2**53):
+            values = [int(x) for x in v]
+    names = np.array([str(u) for u in values] + [None], dtype=object)
+    return pd.Series(names[codes], index=series.index, dtype=object)   # code -1 -> the trailing None
+
+
+def natural_sorted(labels) -> list[str]:
+    """Numbers in numeric order ("2" before "10"), then everything else in string order."""
+    def key(label: str):
+        try:
+            number = float(label)
+        except ValueError:
+            number = math.nan
+        return (0, number, label) if math.isfinite(number) else (1, 0.0, label)
+
+    return sorted(labels, key=key)
+
+
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StandardizeOptions:
+    columns: Optional[tuple[str, ...]] = opt(None, _COLUMNS.format("every numeric feature"))
+
+
+@PREP.register("standardize", StandardizeOptions, positional="columns")
+def standardize(options: StandardizeOptions) -> Prep:
+    """Subtract the mean and divide by the standard deviation (of the training split)."""
+
+    def fit(frame, ctx):
+        columns = _numeric_columns(options, frame, ctx, "standardize")
+        mean, std = [], []
+        for c in columns:
+            v = _values(frame, c)
+            v = v[np.isfinite(v)]
+            m = float(v.mean()) if v.size else 0.0
+            s = float(v.std()) if v.size else 1.0
+            mean.append(m)
+            std.append(s if s > 0 and math.isfinite(s) else 1.0)   # constant column: centred only
+        return {"columns": columns, "mean": mean, "std": std}
+
+    def apply(frame, state):
+        frame = frame.copy()
+        for c, m, s in zip(state["columns"], state["mean"], state["std"]):
+            frame[c] = (_values(frame, c) - m) / s
+        return frame
+
+    return Prep(fit, apply)
+
+
+@dataclass(frozen=True)
+class MinMaxOptions:
+    columns: Optional[tuple[str, ...]] = opt(None, _COLUMNS.format("every numeric feature"))
+
+
+@PREP.register("min_max", MinMaxOptions, positional="columns")
+def min_max(options: MinMaxOptions) -> Prep:
+    """Scale to [0, 1] by the minimum and maximum of the training split."""
+
+    def fit(frame, ctx):
+        columns = _numeric_columns(options, frame, ctx, "min_max")
+        low, high = [], []
+        for c in columns:
+            v = _values(frame, c)
+            v = v[np.isfinite(v)]
+            low.append(float(v.min()) if v.size else 0.0)
+            high.append(float(v.max()) if v.size else 1.0)
+        return {"columns": columns, "min": low, "max": high}
+
+    def apply(frame, state):
+        frame = frame.copy()
+        for c, lo, hi in zip(state["columns"], state["min"], state["max"]):
+            span = hi - lo if hi > lo else 1.0                       # constant column -> 0
+            frame[c] = (_values(frame, c) - lo) / span
+        return frame
+
+    return Prep(fit, apply)
+
+
+@dataclass(frozen=True)
+class ImputeOptions:
+    strategy: Literal["mean", "median", "most_frequent"] = opt(
+        "mean", "value that fills a missing one, from the training split")
+    columns: Optional[tuple[str, ...]] = opt(
+        None, "columns to fill; default: every numeric feature (every feature for most_frequent)")
+
+
+@PREP.register("impute", ImputeOptions, positional="strategy")
+def impute(options: ImputeOptions) -> Prep:
+    """Fill missing values with the training split's mean, median or most frequent value."""
+
+    def fit(frame, ctx):
+        if options.strategy == "most_frequent":
+            columns = (_features(frame, ctx) if options.columns is None
+                       else _check_named(options.columns, frame, ctx))
+        else:
+            columns = _numeric_columns(options, frame, ctx, f"impute: {options.strategy}")
+        values = []
+        for c in columns:
+            series = frame[c]
+            present = series.dropna()
+            if is_numeric(series):
+                v = present.to_numpy(dtype=np.float64)
+                v = v[np.isfinite(v)]
+            else:
+                v = present
+            if len(v) == 0:
+                if series.isna().any():
+                    raise DataError(ctx.path, f"column '{c}' has no values in the training split to impute from")
+                values.append(None)                               # nothing to fill, ever seen
+                continue
+            if options.strategy == "mean":
+                values.append(float(np.mean(v)))
+            elif options.strategy == "median":
+                values.append(float(np.median(v)))
+            else:
+                mode = present.mode().iloc[0]                     # smallest of the most frequent
+                if isinstance(mode, np.generic):
+                    mode = mode.item()
+                values.append(mode if isinstance(mode, (bool, int, float, str)) else str(mode))
+        return {"columns": columns, "values": values}
+
+    def apply(frame, state):
+        frame = frame.copy()
+        for c, value in zip(state["columns"], state["values"]):
+            if value is None or not frame[c].isna().any():
+                continue
+            if is_numeric(frame[c]) and isinstance(value, (int, float)):
+                frame[c] = frame[c].astype(np.float64).fillna(float(value))
+            else:
+                frame[c] = frame[c].astype(object).where(frame[c].notna(), value)
+        return frame
+
+    return Prep(fit, apply)
+
+
+@dataclass(frozen=True)
+class DropNaOptions:
+    columns: Optional[tuple[str, ...]] = opt(
+        None, "drop rows missing a value in these columns (`target` names the target); default: every column")
+
+
+@PREP.register("drop_na", DropNaOptions, positional="columns")
+def drop_na(options: DropNaOptions) -> Prep:
+    """Drop the rows that miss a value (in any column, or in those named, e.g. [target])."""
+
+    def fit(frame, ctx):
+        if options.columns is None:
+            return {"columns": list(frame.columns)}
+        return {"columns": _check_named(options.columns, frame, ctx, allow_target=True)}
+
+    def apply(frame, state):
+        columns = [c for c in state["columns"] if c in frame.columns]
+        return frame.dropna(subset=columns).reset_index(drop=True)
+
+    return Prep(fit, apply)
+
+
+@dataclass(frozen=True)
+class OneHotOptions:
+    columns: Optional[tuple[str, ...]] = opt(None, _COLUMNS.format("every text or categorical feature"))
+    max_categories: int = opt(100, "a column with more distinct values than this is an error", ge=1)
+
+
+@PREP.register("one_hot", OneHotOptions, positional="columns")
+def one_hot(options: OneHotOptions) -> Prep:
+    """Replace each categorical column by one 0/1 column per category seen in the training split.
+
+    New columns are named `column=category`; a category not seen in training encodes as all zeros.
+    """
+
+    def fit(frame, ctx):
+        if options.columns is None:
+            columns = [c for c in _features(frame, ctx) if describe_dtype(frame[c]) in ("text", "categories")]
+        else:
+            columns = _check_named(options.columns, frame, ctx)
+        categories = []
+        for c in columns:
+            seen = natural_sorted(set(label_strings(frame[c]).dropna()))
+            if len(seen) > options.max_categories:
+                raise DataError(ctx.path, f"column '{c}' has {len(seen)} distinct values in the training split, "
+                                          f"more than max_categories ({options.max_categories}); leave it out of "
+                                          "data.features or raise one_hot's max_categories")
+            categories.append(seen)
+        return {"columns": columns, "categories": categories}
+
+    def apply(frame, state):
+        import pandas as pd
+
+        encoded = dict(zip(state["columns"], state["categories"]))
+        columns = {}
+        for c in frame.columns:
+            if c not in encoded:
+                columns[c] = frame[c]
+                continue
+            labels = label_strings(frame[c]).to_numpy(dtype=object)
+            for cat in encoded[c]:
+                columns[f"{c}={cat}"] = (labels == cat).astype(np.float64)
+        return pd.DataFrame(columns, index=frame.index)
+
+    return Prep(fit, apply)
+
+
+@dataclass(frozen=True)
+class LogOptions:
+    columns: Optional[tuple[str, ...]] = opt(None, _COLUMNS.format("every numeric feature"))
+    offset: float = opt(0.0, "added before the log: log(x + offset); 1 gives log1p")
+
+
+@PREP.register("log", LogOptions, positional="columns")
+def log(options: LogOptions) -> Prep:
+    """Natural logarithm, log(x + offset); values must be positive after the offset."""
+
+    def fit(frame, ctx):
+        columns = _numeric_columns(options, frame, ctx, "log")
+        for c in columns:
+            v = _values(frame, c) + options.offset
+            bad = v[v <= 0]
+            if bad.size:
+                raise DataError(ctx.path, _log_message(c, bad, options.offset))
+        return {"columns": columns, "offset": float(options.offset)}
+
+    def apply(frame, state):
+        frame = frame.copy()
+        for c in state["columns"]:
+            v = _values(frame, c) + state["offset"]
+            bad = v[v <= 0]
+            if bad.size:
+                raise DataError("", _log_message(c, bad, state["offset"]))
+            frame[c] = np.log(v)
+        return frame
+
+    return Prep(fit, apply)
+
+
+def _log_message(column: str, bad: np.ndarray, offset: float) -> str:
+    smallest = float(np.min(bad)) - offset
+    n = bad.size
+    return (f"column '{column}' has {n} value{'s' if n != 1 else ''} <= {-offset:g} (smallest {smallest:g}); "
+            "log needs positive values: set log's offset, or clip first")
+
+
+@dataclass(frozen=True)
+class ClipOptions:
+    min: Optional[float] = opt(None, "lower bound; null: none")
+    max: Optional[float] = opt(None, "upper bound; null: none")
+    columns: Optional[tuple[str, ...]] = opt(None, _COLUMNS.format("every numeric feature"))
+
+    def __post_init__(self):
+        if self.min is None and self.max is None:
+            raise ValueError("clip needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) must not exceed max ({self.max:g})")
+
+
+@PREP.register("clip", ClipOptions)
+def clip(options: ClipOptions) -> Prep:
+    """Limit values to [min, max]."""
+
+    def fit(frame, ctx):
+        return {"columns": _numeric_columns(options, frame, ctx, "clip"),
+                "min": options.min, "max": options.max}
+
+    def apply(frame, state):
+        frame = frame.copy()
+        low = -np.inf if state["min"] is None else state["min"]
+        high = np.inf if state["max"] is None else state["max"]
+        for c in state["columns"]:
+            frame[c] = np.clip(_values(frame, c), low, high)
+        return frame
+
+    return Prep(fit, apply)
