@@ -81,7 +81,7 @@ def _table(net_layers: int, items: tuple[Item, ...], variables, head: Item | Non
             name = f"layers_{j}"
             index = f"{prefix}{j}"
             lp = p.get(name, {})
-            out = it_.get(name, {}).get("__call__", (None,))[0]
+            out = it_.get(name, {}).get("__call__", (None,))[-1]
             shapes = {k: list(v.shape) for k, v in lp.items() if hasattr(v, "shape")}
             act = getattr(item.options, "activation", None) if item.kind == "dense" else (
                 item.kind if LAYERS.get(item.kind).meta.get("activation") else None)
@@ -97,7 +97,7 @@ def _table(net_layers: int, items: tuple[Item, ...], variables, head: Item | Non
     if head is not None:
         j = len(items)
         lp = params.get(f"layers_{j}", {})
-        out = inter.get(f"layers_{j}", {}).get("__call__", (None,))[0]
+        out = inter.get(f"layers_{j}", {}).get("__call__", (None,))[-1]
         rows.append({"index": str(j), "kind": "dense", "path": "model.head", "depth": 0,
                      "output_shape": list(out.shape[1:]) if out is not None else None,
                      "params": _count(lp), "activation": None,
@@ -114,7 +114,7 @@ def build_model(model: Model, input_shape: tuple[int, ...], task: str, n_classes
     if model.head == "auto":
         probe = m["Sequence"](layers=body)
         shapes = _init_shapes(probe, input_shape, model.layers, "model.head")
-        out = shapes["intermediates"]["__call__"][0].shape[1:] if body else tuple(input_shape)
+        out = shapes["intermediates"]["__call__"][-1].shape[1:] if body else tuple(input_shape)
         if len(out) != 1:
             last = model.layers[-1].path if model.layers else "data.shape"
             raise SpecError("model.head", f"the layers end with shape {tuple(out)} (after {last}); "
@@ -125,7 +125,7 @@ def build_model(model: Model, input_shape: tuple[int, ...], task: str, n_classes
         head = None
         net = m["Sequence"](layers=body)
     variables = _init_shapes(net, input_shape, model.layers, "model.head")
-    out_shape = tuple(variables["intermediates"]["__call__"][0].shape[1:])
+    out_shape = tuple(variables["intermediates"]["__call__"][-1].shape[1:])
     if model.head == "none" and out_shape != (n_out,):
         want = f"({n_out},)" + (" (one unit per class)" if task == "classification" and n_out > 1 else "")
         raise SpecError("model.head", f"with head: none the last layer must output shape {want} "

@@ -32,7 +32,7 @@ def activation_summary(net, params, model_state, x, w) -> dict[str, dict]:
                     continue
                 index = prefix + k[len("layers_"):]
                 if "__call__" in v:
-                    out[index] = summarise(v["__call__"][0].astype(jnp.float32), w)
+                    out[index] = summarise(v["__call__"][-1].astype(jnp.float32), w)  # last call: a subclass calls super() first
                 walk(v, index + ".")
 
         walk(state["intermediates"], "")

@@ -1,0 +1,36 @@
+"""Charts: `(RunRecord, options) -> altair chart` builders registered in `dsl.registry.CHARTS`.
+
+Importing this package fills the registry (one module per chart family) without importing
+altair, pandas or JAX. Rendering (`render.render_charts`) and the report (`report.write_report`)
+are separate modules.
+"""
+
+from __future__ import annotations
+
+from compilers.charts import evaluation, model, training  # noqa: F401  (register the charts)
+from compilers.charts.base import SECTIONS, ChartSkip
+from dsl.registry import CHARTS
+from dsl.spec import Item
+
+__all__ = ["ChartSkip", "SECTIONS", "applies", "auto_items", "is_auto"]
+
+
+def applies(entry, task: str) -> bool:
+    """Whether a registered chart applies to runs of this task."""
+    return task in entry.meta.get("tasks", ("classification", "regression"))
+
+
+def is_auto(entry, task: str) -> bool:
+    """Whether `plots: auto` includes this chart for this task (meta auto: True or a tuple of tasks)."""
+    auto = entry.meta.get("auto", False)
+    if not applies(entry, task):
+        return False
+    return task in auto if isinstance(auto, (tuple, list)) else bool(auto)
+
+
+def auto_items(task: str) -> tuple[Item, ...]:
+    """The charts `plots: auto` draws for a task, by section (Data first), then registration order."""
+    entries = [e for e in CHARTS if is_auto(e, task)]
+    order = {s: i for i, s in enumerate(SECTIONS)}
+    entries.sort(key=lambda e: order.get(e.meta.get("section"), len(order)))
+    return tuple(Item(e.name, e.options(), path="plots") for e in entries)
