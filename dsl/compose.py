@@ -150,8 +150,12 @@ def language_defaults() -> dict:
     d["train"]["schedule"] = {"name": "constant", **{n: None for n in _option_names(reg.SCHEDULES)}}
     d["hydra"] = {"run": {"dir": RUN_DIR}, "sweep": {"dir": SWEEP_DIR, "subdir": "${hydra.job.num}"},
                   "job": {"chdir": False, "name": "dsl"},
-                  "help": {"app_name": "dsl", "header": "dsl: one YAML spec -> a compiled JAX training run and charts",
-                           "footer": "Spec language: docs/reference.md; python -m dsl list names every kind."}}
+                  "help": {"app_name": "dsl",
+                           "header": "dsl: one YAML spec -> a compiled JAX training run and charts\n"
+                                     "usage: python -m dsl run conf=SPEC [key=value ...] [-m] [Hydra flags]",
+                           "footer": "Every key of the configuration above can be overridden as key=value; "
+                                     "-m sweeps comma-separated values.\n`python -m dsl list` names every "
+                                     "kind; docs/reference.md describes every option.\nPowered by Hydra."}}
     return d
 
 

@@ -113,7 +113,10 @@ def convert(value: Any, tp: Any, path: str, name: str, meta: dict | None = None)
                 raise _err(path, f"{name} must be a number, got {_show(value)}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _err(path, f"{name} must be a number, got {_show(value)}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an int past the float range: YAML reads any number of digits
+            raise _err(path, f"{name} must be a finite number, got {_show(value)}") from None
         problem = _range_message(name, value, meta, False)
         if problem:
             raise _err(path, problem)
@@ -328,7 +331,7 @@ def parse_train(raw: dict) -> Train:
     out["schedule"] = parse_named(raw.get("schedule"), reg.SCHEDULES, "train.schedule", "constant")
     metrics = raw.get("metrics", "auto")
     if metrics is None:
-        metrics = ()
+        metrics = []
     if metrics != "auto":
         if isinstance(metrics, str):
             metrics = [metrics]
