@@ -58,18 +58,6 @@ def resolve_conf(value: str | None, cwd: Path) -> Path:
     raise SpecError("conf", unknown("spec", value, shipped))
 
 
-def _find_targets(node, path: str, smap: SourceMap):
-    if isinstance(node, dict):
-        for k, v in node.items():
-            sub = f"{path}.{k}" if path else str(k)
-            if k == "_target_":
-                raise SpecError(sub, "specs never execute code: '_target_' is not allowed")
-            _find_targets(v, sub, smap)
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            _find_targets(v, f"{path}[{i}]", smap)
-
-
 def precheck_file(path: Path, shown: str) -> SourceMap:
     """Reads the spec file as YAML: syntax, encoding, emptiness and `_target_` errors, with lines."""
     try:
@@ -96,8 +84,10 @@ def precheck_file(path: Path, shown: str) -> SourceMap:
     if not isinstance(raw, dict):
         raise SpecError("", f"a spec is a mapping of sections (name, data, model, train, plots), "
                             f"got a {type(raw).__name__}", file=shown, line=1)
+    from dsl.parse import find_target
+
     try:
-        _find_targets(raw, "", smap)
+        find_target(raw)
     except SpecError as e:
         raise e.located(shown, smap.line(e.path)) from None
     return smap

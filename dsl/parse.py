@@ -149,8 +149,11 @@ def convert(value: Any, tp: Any, path: str, name: str, meta: dict | None = None)
     raise TypeError(f"no converter for {tp}")  # a bug in a registered options class
 
 
-def parse_options(cls: type, raw: Any, path: str, *, what: str = "option", skip_none: tuple = ()) -> Any:
+def parse_options(cls: type, raw: Any, path: str, *, what: str = "option", skip_none: tuple = (),
+                  short: str | None = None) -> Any:
     """A mapping -> an instance of the options dataclass `cls`; unknown keys get did-you-mean.
+
+    `short` names the option the short form `kind: value` set (nested items then sit at `kind[i]`).
 
     `skip_none` lists keys that may be present as null without being options of `cls` (the
     language defaults compose every optimizer's options beneath a spec, as null).
@@ -174,8 +177,10 @@ def parse_options(cls: type, raw: Any, path: str, *, what: str = "option", skip_
         if value is None and key in skip_none:
             continue
         field = fields[key]
-        # A bad value is reported at the owner: `model.layers[2].dense: features must be ...`
-        values[key] = convert(value, hints[key], path or sub, key, dict(field.metadata))
+        # A bad value is reported at the owner: `model.layers[2].dense: features must be ...`;
+        # nested items keep their own path: `model.layers[2].repeat.layers[0]`.
+        owner = sub if field.metadata.get("registry") and key != short else (path or sub)
+        values[key] = convert(value, hints[key], owner, key, dict(field.metadata))
     try:
         return cls(**values)
     except TypeError as e:  # a required option is missing
@@ -209,7 +214,7 @@ def parse_item(raw: Any, registry: reg.Registry, path: str) -> Item:
         if entry.positional is None:
             raise _err(sub, f"'{kind}' takes no single value; write `{kind}: {{option: value}}`"
                             f" with options {', '.join(f.name for f in entry.fields()) or '(none)'}")
-        options = parse_options(entry.options, {entry.positional: arg}, sub)
+        options = parse_options(entry.options, {entry.positional: arg}, sub, short=entry.positional)
     else:
         options = parse_options(entry.options, {}, sub)
     return Item(kind, options, path)
@@ -224,7 +229,8 @@ def parse_named(raw: Any, registry: reg.Registry, path: str, default: str) -> It
     if not isinstance(raw, dict):
         raise _err(path, f"expected a mapping with a 'name', got {_show(raw)}")
     raw = dict(raw)
-    name = raw.pop("name", None) or default
+    name = raw.pop("name", None)
+    name = default if name is None else name
     entry = registry.get(str(name), f"{path}.name")
     every = {f.name for e in registry for f in e.fields()}
     return Item(str(name), parse_options(entry.options, raw, path, skip_none=tuple(every)), path)
@@ -321,9 +327,11 @@ def parse_train(raw: dict) -> Train:
     meta = {f.name: dict(f.metadata) for f in dataclasses.fields(Train)}
     out: dict[str, Any] = {}
     for key in ("epochs", "batch_size", "precision", "loop"):
-        if raw.get(key) is not None:
+        if key in raw:
             out[key] = convert(raw[key], hints[key], f"train.{key}", key, meta[key])
-    loss = raw.get("loss") or "auto"
+    loss = raw.get("loss", "auto")
+    if loss is None:
+        raise _err("train.loss", "loss must be set, got null (use auto)")
     if loss != "auto":
         reg.LOSSES.get(str(loss), "train.loss")
     out["loss"] = str(loss)
@@ -373,7 +381,21 @@ def parse_spec(raw: Any, *, file: str | None = None, smap: SourceMap | None = No
         raise e.located(smap.file or file, smap.line(e.path)) from None
 
 
+def find_target(node: Any, path: str = "") -> None:
+    """Specs never execute code: a `_target_` key anywhere (vars included) is refused."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            sub = f"{path}.{k}" if path else str(k)
+            if k == "_target_":
+                raise _err(sub, "specs never execute code: '_target_' is not allowed")
+            find_target(v, sub)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            find_target(v, f"{path}[{i}]")
+
+
 def _parse(raw: Any, file: str | None) -> Spec:
+    find_target(raw)
     if raw is None:
         raise _err("", "the spec is empty; it needs at least data and model sections")
     if not isinstance(raw, dict):

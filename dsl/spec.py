@@ -20,7 +20,7 @@ class Item:
 
     kind: str
     options: Any
-    path: str = ""
+    path: str = field(default="", compare=False)  # where the spec says it (for errors), not what it means
 
     def __getattr__(self, name: str) -> Any:
         # Options read as attributes of the item: item.features, item.rate, ...

@@ -66,14 +66,29 @@ def _layers_and_weights(n_in: int, n_out: int, rng, conv: bool = False):
     k0 = rng.normal(0, 0.5, (n_in, 64))
     add("0", "dense", 0, (64,), k0.size + 64, None, kernel=k0, bias=np.zeros(64))
     add("1", "relu", 0, (64,), 0, "relu")
-    add("2", "residual", 0, (64,), 0)
     k = rng.normal(0, 0.2, (64, 64))
+    add("2", "residual", 0, (64,), k.size + 64 + 128)  # a block's row counts the layers inside it
     add("2.0", "dense", 1, (64,), k.size + 64, "gelu", kernel=k, bias=np.zeros(64))
     add("2.1", "layer_norm", 1, (64,), 128, None, scale=np.ones(64), bias=np.zeros(64))
     add("3", "dropout", 0, (64,), 0)
     k = rng.normal(0, 0.3, (64, n_out))
     add("4", "dense", 0, (n_out,), k.size + n_out, None, kernel=k, bias=np.zeros(n_out))
     return layers, weights
+
+
+def _activations(layers, rng) -> dict:
+    """The trainer's activation summaries (compilers/train/probes.py) for synthetic layer outputs."""
+    out = {}
+    for layer in layers:
+        values = rng.normal(0, 1, (256, 16))
+        if layer["activation"] == "relu" or layer["kind"] == "relu":
+            values = np.maximum(values, 0)
+            values[:, :3] = 0  # three dead units
+        counts, edges = np.histogram(values, bins=40)
+        out[layer["index"]] = {"counts": counts.astype(float), "edges": edges, "mean": float(values.mean()),
+                               "std": float(values.std()), "zero_fraction": float((values == 0).mean()),
+                               "dead_fraction": float((values == 0).all(0).mean())}
+    return out
 
 
 def classification_record(n_classes: int = 3, n_test: int = 300, n_features: int = 4, name: str = "clf",
@@ -96,10 +111,10 @@ def classification_record(n_classes: int = 3, n_test: int = 300, n_features: int
         history=_history(epochs, ("accuracy", "f1"), rng),
         summary={"metrics": {"train": {"loss": 0.2, "accuracy": 0.95}, "val": {"loss": 0.3, "accuracy": 0.93},
                              "test": {"loss": 0.31, "accuracy": 0.92}},
-                 "best_epoch": 30, "params": sum(layer["params"] for layer in layers),
+                 "best_epoch": 30, "params": sum(layer["params"] for layer in layers if not layer["depth"]),
                  "times": {"compile_s": 1.2, "train_s": 3.4, "total_s": 5.0}},
         layers=layers, class_names=names, feature_names=feats, predictions=preds, weights=weights,
-        lr_curve=_lr_curve(epochs * 10, 10),
+        lr_curve=_lr_curve(epochs * 10, 10), activations=_activations(layers, rng),
         data={"source": "iris" if n_classes == 3 else "digits", "n_rows": 2 * n_test,
               "n_features": n_features, "input_shape": [n_features],
               "splits": {"train": n_test, "val": n_test // 2, "test": n_test}},
@@ -116,10 +131,10 @@ def regression_record(n_test: int = 400, n_features: int = 10, name: str = "reg"
     return RunRecord(
         name=name, task="regression", history=_history(60, ("mae", "r2"), rng),
         summary={"metrics": {"train": {"loss": 2900.0, "mae": 42.0}, "test": {"loss": 3100.0, "mae": 45.0, "r2": 0.48}},
-                 "best_epoch": 52, "params": sum(layer["params"] for layer in layers),
+                 "best_epoch": 52, "params": sum(layer["params"] for layer in layers if not layer["depth"]),
                  "times": {"compile_s": 0.9, "train_s": 2.0, "total_s": 3.5}},
         layers=layers, feature_names=[f"s{i}" for i in range(n_features)], predictions=preds,
-        weights=weights, lr_curve=_lr_curve(600, 10),
+        weights=weights, lr_curve=_lr_curve(600, 10), activations=_activations(layers, rng),
         data={"source": "diabetes", "n_rows": 442, "n_features": n_features,
               "splits": {"train": 300, "val": 44, "test": 98}},
         monitor="val_loss", best_epoch=52)
@@ -257,10 +272,13 @@ def test_confusion_counts(n_classes, normalize):
 def test_architecture_total():
     rec = record_for("classification-3")
     spec = build_spec(rec, Item("architecture", CHARTS.get("architecture").options()))
-    total = sum(layer["params"] for layer in rec.layers)
+    total = sum(layer["params"] for layer in rec.layers if not layer["depth"])  # blocks count their insides
+    assert total == rec.summary["params"]
     assert f"{total:,} parameters" in spec["title"]["text"]
     rows = [r for r in _values(spec) if "params" in r]
-    assert sum(r["params"] for r in rows) == total and len(rows) == len(rec.layers)
+    assert len(rows) == len(rec.layers)
+    by_label = {r["label"].split()[0]: r["params"] for r in rows}
+    assert by_label["2"] == by_label["2.0"] + by_label["2.1"]
     indents = {r["label"].split()[0]: r["indent"] for r in rows}
     assert indents["2.0"] > indents["2"]
 

@@ -272,7 +272,7 @@ class ActivationsOptions(ChartOptions):
 RELU_LIKE = ("relu",)
 
 
-@CHARTS.register("activations", ActivationsOptions, section="Model", auto=True)
+@CHARTS.register("activations", ActivationsOptions, section="Model", tasks=("classification", "regression"), auto=True)
 def activations(record, options: ActivationsOptions):
     """Each layer's output distribution on validation data, with the fraction of dead units."""
     import altair as alt

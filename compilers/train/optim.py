@@ -214,6 +214,7 @@ def make_schedule(item, lr: float, epochs: int, per_epoch: int):
     total = epochs * per_epoch
     warm = int(round(item.options.warmup_epochs * per_epoch))
     main = SCHEDULES.get(item.kind).build(item.options, lr, max(total - warm, 1), per_epoch)
-    if warm <= 0:
-        return main
-    return optax.join_schedules([optax.linear_schedule(0.0, lr, warm), main], [warm])
+    import jax.numpy as jnp
+
+    sched = main if warm <= 0 else optax.join_schedules([optax.linear_schedule(0.0, lr, warm), main], [warm])
+    return lambda step: jnp.maximum(sched(step), 0.0)  # XLA rounding can dip a decay to -1e-9
