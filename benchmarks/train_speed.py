@@ -52,14 +52,14 @@ def dsl_loop(spec: dict, epochs: int):
     state = programs.init(0)
     X, Y = jax.device_put(data.x["train"]), jax.device_put(data.y["train"])
     key = jax.random.key(0)
-    state, stats = programs.train_epoch(state, X, Y, key)  # compile
+    state, stats, _ = programs.train_epoch(state, X, Y, key, None)  # compile
     jax.block_until_ready(stats)
 
     def run():
         nonlocal state
         t = time.perf_counter()
         for e in range(epochs):
-            state, stats = programs.train_epoch(state, X, Y, jax.random.fold_in(key, e))
+            state, stats, _ = programs.train_epoch(state, X, Y, jax.random.fold_in(key, e), None)
             jax.device_get(stats["loss"])  # the DSL reads its epoch statistics every epoch
         return time.perf_counter() - t
 

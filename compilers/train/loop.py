@@ -121,11 +121,11 @@ def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: 
         for epoch in range(1, tp.epochs + 1):
             e0 = time.perf_counter()
             key = jax.random.fold_in(base_key, epoch)
-            state, stats = programs.train_epoch(state, *train_xy, key)
-            row = {"epoch": epoch, **_metrics_of(jax.device_get(stats), tp.metrics)}
-            if has_val:
-                vstats = programs.evaluate(state.params, state.model_state, *dev["val"])
-                row.update(_metrics_of(jax.device_get(vstats), tp.metrics, "val_"))
+            state, stats, vstats = programs.train_epoch(state, *train_xy, key, dev.get("val"))
+            stats, vstats = jax.device_get((stats, vstats))
+            row = {"epoch": epoch, **_metrics_of(stats, tp.metrics)}
+            if vstats is not None:
+                row.update(_metrics_of(vstats, tp.metrics, "val_"))
             row["lr"] = float(epoch_lr[epoch - 1])
             row["time"] = round(time.perf_counter() - t0, 4)
             if epoch == 1:
@@ -157,14 +157,16 @@ def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: 
 
     # Final evaluation of every split with the final (or best) parameters.
     e0 = time.perf_counter()
-    final = {}
+    final, outputs = {}, {}
     for split, xyw in dev.items():
-        final[split] = _metrics_of(jax.device_get(programs.evaluate(final_params, final_ms, *xyw)), tp.metrics)
+        stats, out = jax.device_get(programs.evaluate_predict(final_params, final_ms, *xyw))
+        final[split] = _metrics_of(stats, tp.metrics)
+        outputs[split] = np.asarray(out)[: data.x[split].shape[0]]
     predictions = {}
     for split in ("test", "val"):
         if split not in dev:
             continue
-        out = np.asarray(programs.predict(final_params, final_ms, dev[split][0]))[: data.x[split].shape[0]]
+        out = outputs[split]
         entry = {"y_true": np.asarray(data.y[split])}
         if plan.task == "classification":
             proba = np.asarray(probabilities(out, tp.binary_logit))
@@ -175,8 +177,8 @@ def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: 
     probe_split = next(s for s in ("val", "test", "train") if s in dev)
     from compilers.train.probes import activation_summary
 
-    activations = activation_summary(plan.model.net, final_params, final_ms, dev[probe_split][0][0],
-                                     dev[probe_split][2][0])
+    activations = activation_summary(plan.model.net, final_params, final_ms, data.x[probe_split],
+                                     np.ones(data.x[probe_split].shape[0]))
     times.update(compile_s=round(compile_s, 4), train_s=round(train_s, 4),
                  eval_s=round(time.perf_counter() - e0, 4))
 

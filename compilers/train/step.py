@@ -35,9 +35,9 @@ class TrainState:
 @dataclass
 class Programs:
     init: Callable         # (seed) -> TrainState
-    train_epoch: Callable  # (state, X, Y, key) -> (state, stats)   [jitted; state donated]
+    train_epoch: Callable  # (state, X, Y, key, val) -> (state, stats, val_stats | None)  [state donated]
     evaluate: Callable     # (params, model_state, X, Y, W) -> stats, on pad_split batches [jitted]
-    predict: Callable      # (params, model_state, X) -> outputs [batches*batch, ...]   [jitted]
+    evaluate_predict: Callable  # (params, model_state, X, Y, W) -> (stats, outputs [batches*batch, ...])
     schedule: Callable     # step -> learning rate
     tx: Any
 
@@ -116,9 +116,27 @@ def make_programs(plan) -> Programs:
         return state.replace(params=params, opt_state=opt_state, model_state=model_state,
                              step=state.step + 1), stats
 
+    # Evaluation reads splits padded to whole batches of `eval_batch` rows (see `pad_split`), so
+    # small data sets evaluate every split with one compiled program.
+    def eval_scan(params, model_state, X, Y, W, keep_outputs: bool):
+        def body(carry, b):
+            x, y, w = b
+            out, _ = forward(params, model_state, x, False, jax.random.key(0))
+            stats = stats_of(out, y, w)
+            stats["loss"] = (loss_fn(out, y) * w).sum()
+            return carry, (stats, out if keep_outputs else None)
+
+        _, (stats, out) = jax.lax.scan(body, 0, (X, Y, W))
+        stats = jax.tree_util.tree_map(lambda s: s.sum(0), stats)
+        return (stats, out.reshape(-1, *out.shape[2:])) if keep_outputs else stats
+
+    evaluate = jax.jit(partial(eval_scan, keep_outputs=False))
+    evaluate_predict = jax.jit(partial(eval_scan, keep_outputs=True))
+
     if tp.loop == "scan":
         @partial(jax.jit, donate_argnums=0)
-        def train_epoch(state, X, Y, key):
+        def train_epoch(state, X, Y, key, val):
+            # One compiled call per epoch: shuffle, every minibatch step, then the validation pass.
             idx, w = _padded_batches(key, n_train, batch, True)
 
             def body(state, b):
@@ -126,7 +144,8 @@ def make_programs(plan) -> Programs:
                 return train_step(state, X[i], Y[i], wb)
 
             state, stats = jax.lax.scan(body, state, (idx, w))
-            return state, jax.tree_util.tree_map(lambda s: s.sum(0), stats)
+            vstats = None if val is None else eval_scan(state.params, state.model_state, *val, keep_outputs=False)
+            return state, jax.tree_util.tree_map(lambda s: s.sum(0), stats), vstats
     else:
         # One jitted call per minibatch: XLA:CPU compiles convolutions inside scan to a slow path.
         batches = jax.jit(partial(_padded_batches, n=n_train, batch=batch, shuffle=True))
@@ -138,7 +157,7 @@ def make_programs(plan) -> Programs:
 
         zero = None
 
-        def train_epoch(state, X, Y, key):
+        def train_epoch(state, X, Y, key, val):
             nonlocal zero
             idx, w = batches(key)
             if zero is None:
@@ -147,30 +166,7 @@ def make_programs(plan) -> Programs:
             acc = jax.tree_util.tree_map(jnp.copy, zero)
             for k in range(idx.shape[0]):
                 state, acc = step_acc(state, acc, X, Y, idx, w, k)
-            return state, acc
-
-    # Evaluation reads splits padded to whole batches of `eval_batch` rows (see `pad_split`), so
-    # small data sets evaluate every split with one compiled program.
-    @jax.jit
-    def evaluate(params, model_state, X, Y, W):
-        def body(carry, b):
-            x, y, w = b
-            out, _ = forward(params, model_state, x, False, jax.random.key(0))
-            stats = stats_of(out, y, w)
-            stats["loss"] = (loss_fn(out, y) * w).sum()
-            return carry, stats
-
-        _, stats = jax.lax.scan(body, 0, (X, Y, W))
-        return jax.tree_util.tree_map(lambda s: s.sum(0), stats)
-
-    @jax.jit
-    def predict(params, model_state, X):
-        def body(carry, x):
-            out, _ = forward(params, model_state, x, False, jax.random.key(0))
-            return carry, out
-
-        _, out = jax.lax.scan(body, 0, X)
-        return out.reshape(-1, *out.shape[2:])
+            return state, acc, None if val is None else evaluate(state.params, state.model_state, *val)
 
     return Programs(init=jax.jit(init, static_argnums=0), train_epoch=train_epoch, evaluate=evaluate,
-                    predict=predict, schedule=schedule, tx=tx)
+                    evaluate_predict=evaluate_predict, schedule=schedule, tx=tx)
