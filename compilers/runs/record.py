@@ -40,6 +40,23 @@ class RunRecord:
     # ^ layer index -> {"counts": [40], "edges": [41], "mean", "std", "zero_fraction" (outputs exactly 0),
     #   "dead_fraction" (units that are 0 for every probed example)}: outputs of each layer on up to
     #   one batch of validation (else test, else train) data, after training
+    examples: dict[str, np.ndarray] = field(default_factory=dict)
+    # ^ a few test examples for the image and sequence charts (k <= 64):
+    #   {"x": [k, *input_shape] the model's inputs (after prep; images in [0, 1] when `image` prep ran),
+    #    "row": [k] int, index into predictions["test"] (so y_true/y_pred/proba of example i are at row[i]),
+    #    "saliency": [k, *input_shape] |d output(true class or the prediction) / d input| (absent if not computed)}
+    #   For token inputs (embedding first layer) x holds token ids and saliency is [k, T] per-token
+    #   attribution (gradient x input summed over the embedding axis, absolute).
+    feature_maps: dict[str, np.ndarray] = field(default_factory=dict)
+    # ^ conv layer index -> its outputs for the first k <= 8 examples: [k, H, W, C] (2-D) or [k, T, C] (1-D)
+    embedding: dict[str, np.ndarray] = field(default_factory=dict)
+    # ^ {"points": [n <= 2000, d] hidden features of test rows at the layer before the head,
+    #    "row": [n] int, index into predictions["test"]}; the layer index is `embedding_layer`
+    embedding_layer: str | None = None
+    attention: dict[str, np.ndarray] = field(default_factory=dict)
+    # ^ attention/transformer layer index -> weights [k <= 8, heads, T, T] for the first k examples
+    vocabulary: list[str] | None = None
+    # ^ token id -> token for text data; id 0 is padding ("<pad>"), id 1 out-of-vocabulary ("<unk>")
     monitor: str | None = None                  # the early-stopping/best-epoch history key
     best_epoch: int | None = None
 
@@ -58,12 +75,17 @@ class RunRecord:
         for layer, d in self.activations.items():
             for k, v in d.items():
                 arrays[f"act/{layer}/{k}"] = np.asarray(v)
+        for group, d in (("ex", self.examples), ("fmap", self.feature_maps), ("emb", self.embedding),
+                         ("attn", self.attention)):
+            for k, v in d.items():
+                arrays[f"{group}/{k}"] = np.asarray(v)
         tmp = run_dir / "record.npz.tmp.npz"
         np.savez_compressed(tmp, **arrays)
         tmp.replace(run_dir / "record.npz")
         meta = {"name": self.name, "task": self.task, "layers": self.layers,
                 "class_names": self.class_names, "feature_names": self.feature_names,
-                "data": self.data, "monitor": self.monitor, "best_epoch": self.best_epoch}
+                "data": self.data, "monitor": self.monitor, "best_epoch": self.best_epoch,
+                "embedding_layer": self.embedding_layer, "vocabulary": self.vocabulary}
         _write_json(run_dir / "record.json", meta)
 
     @classmethod
@@ -82,6 +104,10 @@ class RunRecord:
                     rec.weights.setdefault(rest[0], {})[rest[1]] = z[key]
                 elif group == "lr":
                     rec.lr_curve[rest[0]] = z[key]
+                elif group in ("ex", "fmap", "emb", "attn"):
+                    target = {"ex": rec.examples, "fmap": rec.feature_maps, "emb": rec.embedding,
+                              "attn": rec.attention}[group]
+                    target[rest[0]] = z[key]
                 elif group == "act":
                     v = z[key]
                     rec.activations.setdefault(rest[0], {})[rest[1]] = v if v.ndim else float(v)
