@@ -46,8 +46,15 @@ def plan_spec(spec: Spec, cwd: Path):
     from compilers.plan import compile_spec
 
     data = load_dataset(spec, cwd)
-    plan = compile_spec(spec, data.task, data.n_classes, data.input_shape, data.sizes())
-    return data, plan
+    return data, compile_data(spec, data)
+
+
+def compile_data(spec: Spec, data):
+    from compilers.plan import compile_spec
+
+    vocab = getattr(data, "vocabulary", None)
+    return compile_spec(spec, data.task, data.n_classes, data.input_shape, data.sizes(),
+                        input_dtype=str(data.x["train"].dtype), vocab_size=len(vocab) if vocab else None)
 
 
 def _warm_charts() -> None:
@@ -99,7 +106,7 @@ def run_spec(spec: Spec, run_dir: Path, cwd: Path, *, progress: bool = True, t_s
     data = load_dataset(spec, cwd)
     times["data_s"] = round(time.perf_counter() - t, 4)
     t = time.perf_counter()
-    plan = compile_spec(spec, data.task, data.n_classes, data.input_shape, data.sizes())
+    plan = compile_data(spec, data)
     times["plan_s"] = round(time.perf_counter() - t, 4)
 
     if plan.charts:

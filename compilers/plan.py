@@ -67,7 +67,7 @@ def _choose_loop(requested: str, spec: Spec) -> str:
 
 
 def compile_spec(spec: Spec, task: str, n_classes: int, input_shape: tuple[int, ...],
-                 sizes: dict[str, int]) -> Plan:
+                 sizes: dict[str, int], input_dtype: str = "float32", vocab_size: int | None = None) -> Plan:
     """Checks that the pieces fit together and plans the model, training and charts."""
     t = spec.train
     loss_name = default_loss(task) if t.loss == "auto" else t.loss
@@ -101,7 +101,7 @@ def compile_spec(spec: Spec, task: str, n_classes: int, input_shape: tuple[int, 
     n_train = sizes["train"]
     batch = min(t.batch_size, n_train)
     steps = -(-n_train // batch)
-    model = build_model(spec.model, input_shape, task, n_classes, binary_logit)
+    model = build_model(spec.model, input_shape, task, n_classes, binary_logit, input_dtype, vocab_size)
     train = TrainPlan(epochs=t.epochs, batch_size=batch, steps_per_epoch=steps, loss=Item(loss_name, loss_entry.options(), "train.loss"),
                       metrics=tuple(metrics), binary_logit=binary_logit, monitor=monitor, mode=mode,
                       patience=es.patience if es is not None else None, loop=_choose_loop(t.loop, spec),

@@ -118,7 +118,20 @@ LAYER_EXAMPLES = {
     "flatten": ("flatten", (2, 3), (6,)),
     "residual": ({"residual": [{"dense": 6}, "relu"]}, (6,), (6,)),
     "repeat": ({"repeat": {"times": 2, "layers": [{"dense": 4}]}}, (6,), (4,)),
+    "conv": ({"conv": {"features": 4, "kernel": 3}}, (6, 6, 2), (6, 6, 4)),
+    "max_pool": ("max_pool", (6, 6, 2), (3, 3, 2)),
+    "avg_pool": ({"avg_pool": 3}, (9, 2), (3, 2)),
+    "global_avg_pool": ("global_avg_pool", (5, 5, 3), (3,)),
+    "reshape": ({"reshape": [2, -1]}, (6,), (2, 3)),
+    "embedding": ({"embedding": {"features": 4, "vocab_size": 10}}, (5,), (5, 4)),
+    "lstm": ({"lstm": 3}, (5, 2), (3,)),
+    "gru": ({"gru": {"features": 3, "return_sequences": True}}, (5, 2), (5, 3)),
+    "rnn": ({"rnn": 3}, (5, 2), (3,)),
+    "attention": ({"attention": 2}, (5, 4), (5, 4)),
+    "transformer": ({"transformer": 2}, (5, 4), (5, 4)),
 }
+# Kinds that read token ids (int32 in [0, 10)) rather than floats.
+TOKEN_INPUT = {"embedding"}
 # Kinds whose output depends on `train` (everything else must give the same output either way).
 TRAIN_DEPENDENT = {"dropout", "batch_norm"}
 
@@ -182,7 +195,7 @@ def _input(shape, seed=0):
 def test_layer_output_shape_and_train_mode(name):
     raw, in_shape, out_shape = _example(name)
     module = build_layer(raw)
-    x = _input(in_shape)
+    x = _input(in_shape) if name not in TOKEN_INPUT else np.random.default_rng(0).integers(0, 10, (8, *in_shape))
     variables = init_layer(module, x)
     y_eval = np.asarray(apply_layer(module, variables, x, train=False))
     y_train = np.asarray(apply_layer(module, variables, x, train=True))

@@ -10,12 +10,22 @@ import numpy as np
 
 @dataclass
 class Table:
-    """What a source returns: a raw frame, and what it knows about its target and task."""
+    """What a source returns: a raw frame (tabular sources) or arrays (npz, image folders),
+    and what it knows about its target and task."""
 
-    frame: Any                          # pandas.DataFrame, raw
+    frame: Any = None                   # pandas.DataFrame, raw; None for array sources
     target: str | None = None           # the source's own target column, if it has one
     task: str | None = None             # "classification" | "regression" | None (infer)
     description: str = ""               # one line for the report header, e.g. "iris (150 rows)"
+    # Array sources set these instead of `frame`:
+    x: np.ndarray | None = None         # [n, *example_shape], float32
+    y: np.ndarray | None = None         # [n] labels (any dtype), or class indices when class_names is set
+    class_names: list[str] | None = None  # index -> label when y holds class indices (image folders)
+    kind: str = ""                      # the source's registered name, e.g. "image_folder"
+
+    @property
+    def is_array(self) -> bool:
+        return self.x is not None
 
 
 @dataclass
@@ -23,13 +33,17 @@ class Dataset:
     task: str                                   # "classification" | "regression"
     feature_names: list[str]                    # after prep (one_hot expands columns)
     class_names: list[str] | None               # classification: index -> label
-    x: dict[str, np.ndarray]                    # "train"/"val"/"test" -> float32 [n, *input_shape]
+    x: dict[str, np.ndarray]                    # "train"/"val"/"test" -> [n, *input_shape]: float32,
+    #                                             or int32 token ids [n, max_len] after `tokenize`
+    #                                             (float32 is exact only up to 2**24; ids stay integers)
     y: dict[str, np.ndarray]                    # int32 [n] class index, or float32 [n] (regression)
     input_shape: tuple[int, ...]                # one example's shape
-    raw: Any = None                             # pandas.DataFrame before prep (features + target)
+    raw: Any = None                             # pandas.DataFrame before prep (features + target);
+    #                                             None for array data (npz, image folders)
     target: str = ""                            # target column name
     prep_state: list[dict] = field(default_factory=list)  # JSON-able fitted state per prep step
     description: str = ""
+    vocabulary: list[str] | None = None         # text: token id -> token; 0 "<pad>", 1 "<unk>"
 
     @property
     def n_classes(self) -> int:

@@ -3,7 +3,13 @@
     load_dataset(spec, cwd)                 the whole pipeline, for `run` and `validate`
     load_source(source_item, cwd, seed)     just the source's Table
     apply_prep(prep_items, frame, states)   re-apply fitted prep steps to new rows (`predict`)
+    apply_array_prep(prep_items, x, states) the same for array data (npz, image folders)
     to_x(frame, feature_names, shape)       prepared frame -> float32 array [n, *shape]
+
+Three paths: tables (csv, parquet, built-in and generated data sets) go through pandas frames;
+text (a table with a `tokenize` step) also does, and ends as int32 token ids; arrays (npz, image
+folders) are split by index and take only `standardize`, `min_max` (one scalar statistic over
+every value of the training split) and, for image folders, `image`.
 
 Every problem a user can cause is a one-line `DataError` naming the key path to fix.
 """
@@ -17,7 +23,8 @@ from typing import Sequence
 import numpy as np
 
 from compilers.data.dataset import Dataset, Table
-from compilers.data.prep import PrepContext, describe_dtype, is_numeric, label_strings, natural_sorted
+from compilers.data.prep import (IMAGE_ONLY, PrepContext, describe_dtype, is_numeric, label_strings,
+                                  natural_sorted)
 from compilers.data.sources import SourceContext
 from compilers.data.split import SPLITS, split_indices
 from dsl.errors import DataError, did_you_mean
@@ -26,16 +33,24 @@ from dsl.registry import PREP, SOURCES
 MAX_INFERRED_CLASSES = 20   # an integer target with at most this many values is a class label
 
 
-def load_source(source, cwd: Path, seed: int = 0) -> Table:
-    """The Table of a parsed `data.source` item (`Item(kind, options)`)."""
+def load_source(source, cwd: Path, seed: int = 0, image=None) -> Table:
+    """The Table of a parsed `data.source` item (`Item(kind, options)`).
+
+    `image`: the options of the spec's `image` prep step, read by the image-folder source.
+    """
     entry = SOURCES.get(source.kind, "data.source")
-    table = entry.build(source.options, SourceContext(cwd=Path(cwd), seed=seed))
+    table = entry.build(source.options, SourceContext(cwd=Path(cwd), seed=seed, image=image))
+    table.kind = source.kind
+    if not table.description:
+        table.description = source.kind
+    if table.is_array:
+        if table.x.shape[0] == 0:
+            raise DataError("data.source", f"{table.description}: no examples")
+        return table
     frame = table.frame
     frame.columns = [str(c) for c in frame.columns]
     if len(frame) == 0:
-        raise DataError("data.source", f"{table.description or source.kind}: no rows")
-    if not table.description:
-        table.description = source.kind
+        raise DataError("data.source", f"{table.description}: no rows")
     return table
 
 
@@ -194,12 +209,53 @@ def resolve_shape(shape, n_features: int) -> tuple[int, ...]:
     return shape
 
 
-def to_x(frame, feature_names: list[str], shape=None) -> np.ndarray:
-    """float32 [n, *shape] of the prepared feature columns."""
-    x = frame[feature_names].to_numpy(dtype=np.float32, na_value=np.nan) if feature_names else \
-        np.zeros((len(frame), 0), np.float32)
-    x = np.ascontiguousarray(x, dtype=np.float32)
+def to_x(frame, feature_names: list[str], shape=None, dtype=np.float32) -> np.ndarray:
+    """[n, *shape] of the prepared feature columns: float32, or int32 for token ids."""
+    if dtype == np.int32:
+        x = frame[feature_names].to_numpy(dtype=np.int32)
+    else:
+        x = frame[feature_names].to_numpy(dtype=np.float32, na_value=np.nan) if feature_names else \
+            np.zeros((len(frame), 0), np.float32)
+    x = np.ascontiguousarray(x, dtype=dtype)
     return x.reshape((x.shape[0],) + resolve_shape(shape, len(feature_names)))
+
+
+def _steps_of(items, kind: str) -> list[tuple[int, object]]:
+    found = [(i, item) for i, item in enumerate(items) if item.kind == kind]
+    if len(found) > 1:
+        i = found[1][0]
+        raise DataError(f"data.prep[{i}].{kind}", f"only one {kind} step is allowed (another is data.prep[{found[0][0]}])")
+    return found
+
+
+def _text_features(spec, table: Table, target: str, columns: list[str], step) -> list[str]:
+    """The features of text data: just the column `tokenize` reads."""
+    i, item = step
+    path = f"data.prep[{i}].tokenize"
+    column = item.options.column
+    named = spec.data.features
+    if named is not None:
+        features = _features(spec, target, columns)
+        if len(features) > 1:
+            raise DataError("data.features", "mixing text and numeric features is not supported yet: with "
+                                             "tokenize, list only the text column (or leave data.features out)")
+        if column is not None and column != features[0]:
+            raise DataError("data.features", f"tokenize reads '{column}', but data.features lists only "
+                                             f"'{features[0]}'")
+        return features
+    if column is not None:
+        if column == target:
+            raise DataError(path, f"'{column}' is the target; tokenize needs a text feature column")
+        if column not in columns:
+            raise DataError(path, _no_column(column, [c for c in columns if c != target]))
+        return [column]
+    frame = table.frame
+    text = [c for c in columns if c != target and describe_dtype(frame[c]) == "text"]
+    if len(text) != 1:
+        which = (f"text columns: {', '.join(text)}" if text
+                 else f"no column besides the target holds text (columns: {', '.join(columns)})")
+        raise DataError(path, f"name the column to tokenize with `column:`; {which}")
+    return text
 
 
 def load_dataset(spec, cwd: Path) -> Dataset:
@@ -207,11 +263,25 @@ def load_dataset(spec, cwd: Path) -> Dataset:
     import pandas as pd
 
     data = spec.data
-    table = load_source(data.source, cwd, spec.seed)
+    image = _steps_of(data.prep, "image")
+    if image and data.source.kind != "image_folder":
+        i = image[0][0]
+        raise DataError(f"data.prep[{i}].image", f"image {IMAGE_ONLY}; data.source is {data.source.kind} data")
+    table = load_source(data.source, cwd, spec.seed, image[0][1].options if image else None)
+    if table.is_array:
+        return _load_arrays(spec, table)
     frame = table.frame
     columns = list(frame.columns)
     target = _target(spec, table, columns)
-    features = _features(spec, target, columns)
+    text = _steps_of(data.prep, "tokenize")
+    if text:
+        features = _text_features(spec, table, target, columns, text[0])
+        for i, item in enumerate(data.prep):
+            if item.kind not in ("tokenize", "drop_na"):
+                raise DataError(f"data.prep[{i}].{item.kind}", f"{item.kind} does not apply to text: with "
+                                                                "tokenize, data.prep takes only drop_na besides")
+    else:
+        features = _features(spec, target, columns)
     raw = frame[features + [target]].reset_index(drop=True)
     task = _task(spec, table, target, raw[target])
 
@@ -252,7 +322,7 @@ def load_dataset(spec, cwd: Path) -> Dataset:
         if f[target].isna().any():
             raise DataError("data.target", f"rows without a target are left in the {name} split; add "
                                            f"`drop_na: {{columns: [{target}]}}` to data.prep")
-        x[name] = to_x(f, feature_names, data.shape)
+        x[name] = to_x(f, feature_names, data.shape, np.int32 if text else np.float32)
         if task == "classification":
             codes = pd.Categorical(label_strings(f[target]), categories=class_names).codes
             y[name] = codes.astype(np.int32)
@@ -262,6 +332,131 @@ def load_dataset(spec, cwd: Path) -> Dataset:
     n_rows = sum(len(v) for v in y.values())
     what = (f"{len(class_names)} classes" if task == "classification" else f"regression on '{target}'")
     description = f"{table.description}: {n_rows} rows, {len(feature_names)} features, {what}"
+    vocabulary = None
+    if text:
+        vocabulary = list(next(s["state"]["vocabulary"] for s in states if s["kind"] == "tokenize"))
+        description = (f"{table.description}: {n_rows} rows, text '{features[0]}' as {len(feature_names)} "
+                       f"tokens ({len(vocabulary)} in the vocabulary), {what}")
     return Dataset(task=task, feature_names=feature_names, class_names=class_names, x=x, y=y,
                    input_shape=input_shape, raw=raw, target=target, prep_state=states,
+                   description=description, vocabulary=vocabulary)
+
+
+# ---------------------------------------------------------------------------------------------
+# Arrays (npz, image folders)
+
+ARRAY_STEPS = ("standardize", "min_max")
+
+
+def _array_step(item, i: int, table_kind: str, x_train: np.ndarray | None, example_shape) -> dict:
+    """Checks one prep step on array data and fits its state on the training examples."""
+    path = f"data.prep[{i}].{item.kind}"
+    if item.kind == "image":
+        if table_kind != "image_folder":
+            raise DataError(path, f"image {IMAGE_ONLY}; data.source is {table_kind} data")
+        height, width, channels = example_shape
+        return {"size": [int(height), int(width)], "grayscale": channels == 1}
+    if item.kind not in ARRAY_STEPS:
+        takes = ", ".join(ARRAY_STEPS + (("image",) if table_kind == "image_folder" else ()))
+        raise DataError(path, f"{item.kind} works on table columns; array data ({table_kind}) takes only {takes}")
+    if item.options.columns is not None:
+        raise DataError(path, f"array data has no columns to name; leave out `columns` ({item.kind} uses one "
+                              "statistic over every value of the training split)")
+    v = x_train.astype(np.float64, copy=False)
+    if item.kind == "standardize":
+        mean = float(v.mean()) if v.size else 0.0
+        std = float(v.std()) if v.size else 1.0
+        return {"over": "all", "mean": mean, "std": std if std > 0 and math.isfinite(std) else 1.0}
+    return {"over": "all", "min": float(v.min()) if v.size else 0.0, "max": float(v.max()) if v.size else 1.0}
+
+
+def _array_apply(kind: str, x: np.ndarray, state: dict) -> np.ndarray:
+    if kind == "standardize":
+        return ((x - np.float32(state["mean"])) / np.float32(state["std"])).astype(np.float32, copy=False)
+    if kind == "min_max":
+        span = state["max"] - state["min"]
+        span = span if span > 0 else 1.0
+        return ((x - np.float32(state["min"])) / np.float32(span)).astype(np.float32, copy=False)
+    return x    # image: acted when the files were read
+
+
+def apply_array_prep(items, x: np.ndarray, states: list[dict]) -> np.ndarray:
+    """Re-applies fitted steps (`Dataset.prep_state`) to new examples [n, ...] of array data."""
+    if len(items) != len(states):
+        raise DataError("data.prep", f"the run was prepared with {len(states)} steps, the spec has {len(items)}")
+    x = np.asarray(x, dtype=np.float32)
+    for i, (item, saved) in enumerate(zip(items, states)):
+        if saved.get("kind") != item.kind:
+            raise DataError(f"data.prep[{i}].{item.kind}", f"the run's step {i} was {saved.get('kind')}, "
+                                                           f"the spec's is {item.kind}")
+        x = _array_apply(item.kind, x, saved["state"])
+    return x
+
+
+def _load_arrays(spec, table: Table) -> Dataset:
+    import pandas as pd
+
+    data = spec.data
+    kind, target = table.kind, table.target or "y"
+    if data.target is not None and data.target != target:
+        hint = "; name another array with data.options.y_key" if kind == "npz" else ""
+        raise DataError("data.target", f"{kind} data has one target, '{target}'{hint}")
+    if data.features is not None:
+        raise DataError("data.features", f"{kind} data has no columns to choose; leave data.features out "
+                                         "(every value of an example is an input)")
+    x_all, y_all = table.x, np.asarray(table.y)
+    n = x_all.shape[0]
+    example_shape = tuple(int(s) for s in x_all.shape[1:])
+    n_features = int(math.prod(example_shape))
+
+    if spec.task is not None:
+        task = spec.task
+    elif table.task is not None:
+        task = table.task
+    else:
+        task = infer_task(pd.Series(y_all))
+    numeric = y_all.dtype.kind in "biuf" and table.class_names is None
+    if task == "regression" and not numeric:
+        holds = "class folders" if table.class_names is not None else "text"
+        raise DataError("task", f"regression needs a numeric target, but '{target}' holds {holds}; "
+                                "set task: classification")
+
+    labels = None
+    class_names = None
+    if task == "classification":
+        if table.class_names is not None:
+            class_names = list(table.class_names)
+            labels = np.asarray(class_names, dtype=object)[y_all.astype(np.int64)]
+        else:
+            labels = label_strings(pd.Series(y_all)).to_numpy(dtype=object)
+            class_names = natural_sorted(set(labels))
+        if len(class_names) < 2:
+            only = f" ('{class_names[0]}')" if class_names else ""
+            raise DataError("data.target", f"classification needs at least two classes; '{target}' has "
+                                           f"{len(class_names)}{only}")
+
+    seed = data.split.seed if data.split.seed is not None else spec.seed
+    index = split_indices(n, labels, data.split, seed, task == "classification")
+    x = {name: x_all[index[name]] for name in SPLITS}
+    states = []
+    for i, item in enumerate(data.prep):
+        state = _array_step(item, i, kind, x["train"], example_shape)
+        x = {name: _array_apply(item.kind, v, state) for name, v in x.items()}
+        states.append({"kind": item.kind, "state": state})
+
+    input_shape = resolve_shape(data.shape, n_features) if data.shape is not None else example_shape
+    y = {}
+    for name in SPLITS:
+        x[name] = np.ascontiguousarray(x[name], dtype=np.float32).reshape((len(index[name]),) + input_shape)
+        if task == "classification":
+            codes = pd.Categorical(labels[index[name]], categories=class_names).codes
+            y[name] = codes.astype(np.int32)
+        else:
+            y[name] = y_all[index[name]].astype(np.float32)
+
+    shown = "x".join(map(str, example_shape))
+    what = f"{len(class_names)} classes" if task == "classification" else f"regression on '{target}'"
+    description = f"{table.description}: {n} examples of {shown}, {what}"
+    return Dataset(task=task, feature_names=[f"x{i}" for i in range(n_features)], class_names=class_names,
+                   x=x, y=y, input_shape=input_shape, raw=None, target=target, prep_state=states,
                    description=description)

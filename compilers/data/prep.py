@@ -8,11 +8,17 @@ A step is registered in `PREP` with its options dataclass and a builder `def nam
 Frames hold the feature columns and the target column. Column-wise steps act on feature columns
 only (`drop_na` may also name the target); `columns: null` means every column the step applies to.
 Nothing heavy is imported at module level.
+
+Array data (npz, image folders) does not go through frames: `load.py` applies `standardize` and
+`min_max` to it element-wise and reads `image`'s options when the images are read. `tokenize`
+turns a text column into token-id columns t0..t{max_len-1}.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional
 
@@ -379,3 +385,137 @@ def clip(options: ClipOptions) -> Prep:
         return frame
 
     return Prep(fit, apply)
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Images and text
+
+IMAGE_ONLY = ("applies only to image folders (data.source: a folder with one sub-folder of images "
+              "per class)")
+
+
+def _check_size(size) -> None:
+    if size is None:
+        return
+    if len(size) != 2:
+        raise ValueError(f"size must be [height, width], got {list(size)}")
+    if any(s < 1 for s in size):
+        raise ValueError(f"size entries must be positive, got {list(size)}")
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    size: Optional[tuple[int, ...]] = opt(
+        None, "[height, width] every image is resized to; null: data.options.size, else the first image's size")
+    grayscale: Optional[bool] = opt(None, "true: one gray channel; false: RGB; null: data.options.grayscale (false)")
+
+    def __post_init__(self):
+        _check_size(self.size)
+
+
+@PREP.register("image", ImageOptions, positional="size")
+def image(options: ImageOptions) -> Prep:
+    """Image folders: the size images are resized to and gray or RGB channels, applied as they are read.
+
+    Wherever it stands in data.prep, it acts when the image files are read (before the split);
+    its options override data.options.size and data.options.grayscale. Pixels are in [0, 1];
+    add `standardize` or `min_max` after it to rescale.
+    """
+
+    def fit(frame, ctx):
+        raise DataError(ctx.path, f"image {IMAGE_ONLY}; this data is a table")
+
+    def apply(frame, state):
+        raise DataError("", f"image {IMAGE_ONLY}; this data is a table")
+
+    return Prep(fit, apply)
+
+
+PAD, UNK = "<pad>", "<unk>"
+_WORD = re.compile(r"\w+(?:['\u2019]\w+)*|[^\w\s]")
+
+
+def tokens(text, level: str, lowercase: bool) -> list[str]:
+    """Words (runs of letters/digits, apostrophes inside; each punctuation mark alone) or characters."""
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return []
+    text = str(text)
+    if lowercase:
+        text = text.lower()
+    return _WORD.findall(text) if level == "word" else list(text)
+
+
+def token_names(max_len: int) -> list[str]:
+    return [f"t{i}" for i in range(max_len)]
+
+
+@dataclass(frozen=True)
+class TokenizeOptions:
+    column: Optional[str] = opt(None, "the text column; default: the only text column among the features")
+    level: Literal["word", "char"] = opt("word", "word: words and punctuation marks; char: characters")
+    vocab_size: int = opt(5000, "vocabulary size, <pad> and <unk> included: the vocab_size - 2 most frequent "
+                                "tokens of the training split", ge=3)
+    max_len: int = opt(64, "tokens per example: longer texts are cut, shorter ones padded at the end", ge=1)
+    lowercase: bool = opt(True, "lower-case the text first")
+
+
+@PREP.register("tokenize", TokenizeOptions, positional="column")
+def tokenize(options: TokenizeOptions) -> Prep:
+    """Turn a text column into token ids t0..t{max_len-1} (the model's input; int32).
+
+    The vocabulary is the most frequent tokens of the training split (ties in alphabetical order);
+    id 0 is padding (<pad>), id 1 a token outside the vocabulary (<unk>). Texts are cut or padded
+    at the end to max_len tokens. The vocabulary is saved with the run.
+    """
+
+    def fit(frame, ctx):
+        if options.column is None:
+            text = [c for c in _features(frame, ctx) if describe_dtype(frame[c]) == "text"]
+            if len(text) != 1:
+                which = (f"text columns: {', '.join(text)}" if text
+                         else f"no feature column holds text (columns: {', '.join(_features(frame, ctx))})")
+                raise DataError(ctx.path, f"name the column to tokenize with `column:`; {which}")
+            column = text[0]
+        else:
+            (column,) = _check_named((options.column,), frame, ctx)
+        if describe_dtype(frame[column]) != "text":
+            raise DataError(ctx.path, f"column '{column}' holds {describe_dtype(frame[column])}; tokenize needs text")
+        counts: Counter = Counter()
+        for value in frame[column].to_numpy(dtype=object):
+            counts.update(tokens(value, options.level, options.lowercase))
+        kept = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: options.vocab_size - 2]
+        vocabulary = [PAD, UNK] + [t for t, _ in kept if t not in (PAD, UNK)]
+        return {"column": column, "level": options.level, "lowercase": options.lowercase,
+                "max_len": options.max_len, "vocabulary": vocabulary}
+
+    def apply(frame, state):
+        import pandas as pd
+
+        column, max_len = state["column"], state["max_len"]
+        if column not in frame.columns:
+            raise DataError("", f"no column '{column}' to tokenize")
+        names = token_names(max_len)
+        clash = [n for n in names if n in frame.columns and n != column]
+        if clash:
+            raise DataError("", f"column '{clash[0]}' is in the way of the token columns t0..t{max_len - 1}; "
+                                "rename it")
+        ids = encode(frame[column].to_numpy(dtype=object), state)
+        tokens_frame = pd.DataFrame(ids, columns=names, index=frame.index)
+        parts = []
+        for c in frame.columns:
+            parts.append(tokens_frame if c == column else frame[[c]])
+        return pd.concat(parts, axis=1)
+
+    return Prep(fit, apply)
+
+
+def encode(texts, state: dict) -> np.ndarray:
+    """Texts -> int32 [n, max_len] token ids with a fitted tokenize state."""
+    index = {t: i for i, t in enumerate(state["vocabulary"])}
+    max_len = state["max_len"]
+    ids = np.zeros((len(texts), max_len), np.int32)
+    for row, text in enumerate(texts):
+        seq = [index.get(t, 1) for t in tokens(text, state["level"], state["lowercase"])[:max_len]]
+        ids[row, :len(seq)] = seq
+    return ids

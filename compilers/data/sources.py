@@ -1,5 +1,8 @@
 """Data sources: built-in data sets, generated data sets and files. Each returns a `Table`.
 
+Tabular sources return a pandas frame; array sources (`npz`, `image_folder`) return arrays
+(`Table.x`, `Table.y`), which `load.py` splits and prepares by index.
+
 A source is registered in `SOURCES` with its options dataclass and a builder
 `def name(options, ctx: SourceContext) -> Table`. Nothing heavy is imported at module level
 (pandas, pyarrow and scikit-learn are imported by the builders), so `python -m dsl list` stays fast.
@@ -15,11 +18,12 @@ import gzip
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from compilers.data.dataset import Table
+from compilers.data.prep import _check_size
 from dsl.errors import DataError
 from dsl.registry import SOURCES, opt
 
@@ -32,6 +36,7 @@ class SourceContext:
 
     cwd: Path            # relative file paths resolve against it
     seed: int = 0        # the spec's top-level seed (generated data sets use it by default)
+    image: Any = None    # options of the spec's `image` prep step (image folders read with them)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,3 +429,182 @@ def parquet(options: ParquetOptions, ctx: SourceContext) -> Table:
             message = "not a Parquet file (or a damaged one)"
         raise DataError(PATH, f"{options.path}: cannot read: {message}") from None
     return Table(_to_frame(table, options.path), description=options.path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Arrays and images
+
+@dataclass(frozen=True)
+class NpzOptions:
+    """A NumPy .npz archive with an array of examples and an array of labels."""
+
+    path: str = opt(doc="path of the file; relative paths start at the directory the command ran in")
+    x_key: str = opt("x", "name of the examples array in the archive, shape [n, ...]")
+    y_key: str = opt("y", "name of the labels/targets array in the archive, shape [n]")
+
+
+def _npz_array(archive, key: str, other: str, path: str) -> np.ndarray:
+    if key not in archive.files:
+        listed = ", ".join(archive.files[:12]) or "none"
+        option = "x_key" if other == "y_key" else "y_key"
+        raise DataError(PATH, f"{path}: no array '{key}' in the archive (arrays: {listed}); "
+                              f"name another with data.options.{option}")
+    try:
+        return np.asarray(archive[key])
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise DataError(PATH, f"{path}: array '{key}' holds Python objects; save numbers or "
+                                  "strings (pickled arrays are not loaded)") from None
+        raise DataError(PATH, f"{path}: cannot read array '{key}': {str(e).splitlines()[0]}") from None
+
+
+@SOURCES.register("npz", NpzOptions, file=True)
+def npz(options: NpzOptions, ctx: SourceContext) -> Table:
+    """A NumPy .npz archive (`data.source: path/to/file.npz`): examples `x` [n, ...], labels `y` [n].
+
+    Each example keeps its shape (e.g. [28, 28, 1] images, [T, F] sequences); features are named by
+    flat index x0, x1, ...; integer or string labels make a classification task.
+    """
+    import zipfile
+
+    full = resolve(options.path, ctx)
+    try:
+        archive = np.load(full, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(PATH, f"{options.path}: cannot read as .npz: {message}") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(PATH, f"{options.path}: a single .npy array, not an .npz archive; save it with "
+                              "numpy.savez(path, x=examples, y=labels)")
+    with archive:
+        try:
+            x = _npz_array(archive, options.x_key, "x_key", options.path)
+            y = _npz_array(archive, options.y_key, "y_key", options.path)
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise DataError(PATH, f"{options.path}: damaged archive: {str(e).splitlines()[0]}") from None
+    xk, yk = options.x_key, options.y_key
+    if x.ndim == 0:
+        raise DataError(PATH, f"{options.path}: array '{xk}' is a single value; it needs one entry per example")
+    if x.dtype.kind not in "biuf":
+        raise DataError(PATH, f"{options.path}: array '{xk}' holds {x.dtype} values; examples must be numbers")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DataError(PATH, f"{options.path}: array '{yk}' has shape {list(y.shape)}; it needs one value "
+                              "per example, shape [n]")
+    if x.shape[0] != y.shape[0]:
+        raise DataError(PATH, f"{options.path}: array '{xk}' has {x.shape[0]} examples but '{yk}' has "
+                              f"{y.shape[0]} values; they must match")
+    if x.shape[0] == 0:
+        raise DataError(PATH, f"{options.path}: no examples (array '{xk}' is empty)")
+    if y.dtype.kind == "S":
+        y = y.astype(str)
+    if y.dtype.kind not in "biufU":
+        raise DataError(PATH, f"{options.path}: array '{yk}' holds {y.dtype} values; labels must be numbers or text")
+    x = x.astype(np.float32).reshape(x.shape if x.ndim > 1 else (x.shape[0], 1))
+    bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+    if bad:
+        raise DataError(PATH, f"{options.path}: array '{xk}' has {bad} value{'s' if bad != 1 else ''} that "
+                              "are NaN or infinite; examples must be finite numbers")
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        bad = int(y.size - np.count_nonzero(np.isfinite(y)))
+        raise DataError(PATH, f"{options.path}: array '{yk}' has {bad} missing or infinite value"
+                              f"{'s' if bad != 1 else ''}")
+    return Table(x=x, y=y, target=yk, description=options.path)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+@dataclass(frozen=True)
+class ImageFolderOptions:
+    """A folder with one sub-folder of images per class."""
+
+    path: str = opt(doc="path of the folder; relative paths start at the directory the command ran in")
+    size: Optional[tuple[int, ...]] = opt(
+        None, "[height, width] every image is resized to; default: the first image's size")
+    grayscale: bool = opt(False, "read one gray channel; false: three RGB channels")
+
+    def __post_init__(self):
+        _check_size(self.size)
+
+
+def resolve_dir(path: str, ctx: SourceContext) -> Path:
+    """The folder a `path` option names; DataError when it is not a folder."""
+    given = Path(path).expanduser()
+    full = given if given.is_absolute() else Path(ctx.cwd) / given
+    where = "" if given.is_absolute() else f" (relative to {ctx.cwd})"
+    if not full.exists():
+        raise DataError(PATH, f"folder not found: {path}{where}")
+    if not full.is_dir():
+        raise DataError(PATH, f"{path} is a file, not a folder of images{where}")
+    return full
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+
+
+def read_image(full: Path, size: tuple[int, int] | None, grayscale: bool, shown: str = "") -> np.ndarray:
+    """One image file -> float32 [H, W, C] in [0, 1] (C = 1 gray, 3 RGB), resized to `size` (H, W).
+
+    DataError naming the file (`shown`, default the path) when it cannot be read.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    shown = shown or str(full)
+    try:
+        with Image.open(full) as image:
+            image.load()
+            image = image.convert("L" if grayscale else "RGB")
+        if size is not None and (image.height, image.width) != tuple(size):
+            image = image.resize((int(size[1]), int(size[0])), Image.Resampling.BILINEAR)
+        pixels = np.asarray(image, dtype=np.float32) / 255.0
+    except UnidentifiedImageError:
+        raise DataError(PATH, f"{shown}: cannot read image: not an image file, or a damaged one") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(PATH, f"{shown}: cannot read image: {message}") from None
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+@SOURCES.register("image_folder", ImageFolderOptions, file=True)
+def image_folder(options: ImageFolderOptions, ctx: SourceContext) -> Table:
+    """A folder of images, one sub-folder per class (`data.source: path/to/folder/`), read with Pillow.
+
+    Files ending in .png, .jpg, .jpeg, .bmp or .gif are read (other files and hidden ones are
+    skipped); pixels are scaled to [0, 1], examples are [height, width, channels]. Class names are
+    the sub-folder names. The `image` prep step, when present, sets size and grayscale instead.
+    """
+    from compilers.data.prep import natural_sorted
+
+    root = resolve_dir(options.path, ctx)
+    shown_root = options.path.rstrip("/\\") or options.path
+    folders = natural_sorted([p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")])
+    if not folders:
+        loose = any(_is_image(p) for p in root.iterdir())
+        why = ("the images lie directly in it" if loose else "it has no sub-folders")
+        raise DataError(PATH, f"{options.path}: expected one sub-folder of images per class, but {why}")
+    files: list[tuple[Path, str, int]] = []
+    for code, name in enumerate(folders):
+        found = sorted((p for p in (root / name).iterdir() if _is_image(p)), key=lambda p: p.name)
+        if not found:
+            raise DataError(PATH, f"{shown_root}/{name}: no images ({', '.join(IMAGE_SUFFIXES)}) in this "
+                                  "class folder")
+        files += [(p, f"{shown_root}/{name}/{p.name}", code) for p in found]
+
+    image_step = ctx.image
+    size = options.size
+    grayscale = options.grayscale
+    if image_step is not None:
+        size = image_step.size if image_step.size is not None else size
+        grayscale = image_step.grayscale if image_step.grayscale is not None else grayscale
+    first = read_image(files[0][0], size, grayscale, files[0][1])
+    height, width, channels = first.shape
+    x = np.empty((len(files), height, width, channels), np.float32)
+    x[0] = first
+    for i, (full, shown, _) in enumerate(files[1:], start=1):
+        x[i] = read_image(full, (height, width), grayscale, shown)
+    y = np.array([code for _, _, code in files], dtype=np.int64)
+    return Table(x=x, y=y, class_names=list(folders), target="label", task="classification",
+                 description=f"{shown_root}/")

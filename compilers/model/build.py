@@ -25,11 +25,24 @@ class ModelPlan:
     output_shape: tuple[int, ...]  # per example
     n_out: int                     # width of the output the loss reads
     variable_shapes: Any = field(default=None, repr=False)  # eval_shape of init: pytree of ShapeDtypeStruct
+    input_dtype: str = "float32"   # int32 for token ids
 
 
-def _build_seq(items: tuple[Item, ...]):
-    ctx = BuildContext(build_seq=_build_seq)
-    return tuple(LAYERS.get(it.kind).build(it.options, ctx) for it in items)
+def _builder(vocab_size: int | None):
+    def build_seq(items: tuple[Item, ...]):
+        ctx = BuildContext(build_seq=build_seq, vocab_size=vocab_size)
+        out = []
+        for it in items:
+            try:
+                out.append(LAYERS.get(it.kind).build(it.options, ctx))
+            except ValueError as e:
+                raise SpecError(f"{it.path}.{it.kind}", str(e)) from None
+        return tuple(out)
+
+    return build_seq
+
+
+_build_seq = _builder(None)
 
 
 def _item_at(items: tuple[Item, ...], index: tuple[int, ...]) -> tuple[Item | None, str]:
@@ -48,11 +61,11 @@ def _item_at(items: tuple[Item, ...], index: tuple[int, ...]) -> tuple[Item | No
     return item, note
 
 
-def _init_shapes(net, input_shape: tuple[int, ...], items: tuple[Item, ...], head_path: str):
+def _init_shapes(net, input_shape: tuple[int, ...], items: tuple[Item, ...], head_path: str, dtype="float32"):
     import jax
     import jax.numpy as jnp
 
-    x = jax.ShapeDtypeStruct((2, *input_shape), jnp.float32)
+    x = jax.ShapeDtypeStruct((2, *input_shape), jnp.dtype(dtype))
     rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
     try:
         return jax.eval_shape(lambda: net.init(rngs, jnp.zeros(x.shape, x.dtype), train=False,
@@ -106,14 +119,15 @@ def _table(net_layers: int, items: tuple[Item, ...], variables, head: Item | Non
 
 
 def build_model(model: Model, input_shape: tuple[int, ...], task: str, n_classes: int,
-                binary_logit: bool = False) -> ModelPlan:
+                binary_logit: bool = False, input_dtype: str = "float32",
+                vocab_size: int | None = None) -> ModelPlan:
     """The flax module the spec describes, with its layer table; SpecError at a bad layer."""
     m = modules()
-    body = _build_seq(model.layers)
+    body = _builder(vocab_size)(model.layers)
     n_out = 1 if task == "regression" or binary_logit else n_classes
     if model.head == "auto":
         probe = m["Sequence"](layers=body)
-        shapes = _init_shapes(probe, input_shape, model.layers, "model.head")
+        shapes = _init_shapes(probe, input_shape, model.layers, "model.head", input_dtype)
         out = shapes["intermediates"]["__call__"][-1].shape[1:] if body else tuple(input_shape)
         if len(out) != 1:
             last = model.layers[-1].path if model.layers else "data.shape"
@@ -124,7 +138,7 @@ def build_model(model: Model, input_shape: tuple[int, ...], task: str, n_classes
     else:
         head = None
         net = m["Sequence"](layers=body)
-    variables = _init_shapes(net, input_shape, model.layers, "model.head")
+    variables = _init_shapes(net, input_shape, model.layers, "model.head", input_dtype)
     out_shape = tuple(variables["intermediates"]["__call__"][-1].shape[1:])
     if model.head == "none" and out_shape != (n_out,):
         want = f"({n_out},)" + (" (one unit per class)" if task == "classification" and n_out > 1 else "")
@@ -134,4 +148,4 @@ def build_model(model: Model, input_shape: tuple[int, ...], task: str, n_classes
     total = _count(variables.get("params", {}))
     shapes_only = {k: v for k, v in variables.items() if k != "intermediates"}
     return ModelPlan(net=net, rows=rows, total_params=total, output_shape=out_shape, n_out=n_out,
-                     variable_shapes=shapes_only)
+                     variable_shapes=shapes_only, input_dtype=str(input_dtype))

@@ -7,7 +7,7 @@ flax when they run, so importing this module (for `dsl list`, `dsl validate --he
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 from dsl.registry import LAYERS, NoOptions, opt
 from dsl.spec import Item
@@ -44,7 +44,8 @@ def _activation_names():
 class BuildContext:
     """What a builder may need beyond its options: a way to build nested layer lists."""
 
-    build_seq: object  # (tuple[Item, ...], path) -> tuple[module, ...]
+    build_seq: object  # (tuple[Item, ...]) -> tuple[module, ...]
+    vocab_size: Optional[int] = None  # token vocabulary of the data (embedding's default)
 
 
 # --------------------------------------------------------------------------------------------
@@ -59,11 +60,12 @@ def modules():
         return _MODULES
     import flax.linen as nn
     import jax.numpy as jnp
+    import numpy as np
 
     class Dense(nn.Dense):
         activation: Optional[str] = None
 
-        def __call__(self, x, train: bool = False):
+        def __call__(self, x, train: bool = False, mask=None):
             y = super().__call__(x)
             return activation_fn(self.activation)(y) if self.activation else y
 
@@ -71,15 +73,15 @@ def modules():
         rate: float = 0.0
 
         @nn.compact
-        def __call__(self, x, train: bool = False):
+        def __call__(self, x, train: bool = False, mask=None):
             return nn.Dropout(self.rate, deterministic=not train, name="dropout")(x) if self.rate else x
 
     class BatchNorm(nn.BatchNorm):
-        def __call__(self, x, train: bool = False):
+        def __call__(self, x, train: bool = False, mask=None):
             return super().__call__(x, use_running_average=not train)
 
     class LayerNorm(nn.LayerNorm):
-        def __call__(self, x, train: bool = False):
+        def __call__(self, x, train: bool = False, mask=None):
             return super().__call__(x)
 
     class Activation(nn.Module):
@@ -87,12 +89,154 @@ def modules():
         alpha: float = 1.0
         negative_slope: float = 0.01
 
-        def __call__(self, x, train: bool = False):
+        def __call__(self, x, train: bool = False, mask=None):
             return activation_fn(self.name_, alpha=self.alpha, negative_slope=self.negative_slope)(x)
 
     class Flatten(nn.Module):
-        def __call__(self, x, train: bool = False):
+        def __call__(self, x, train: bool = False, mask=None):
             return x.reshape(x.shape[0], -1)
+
+    def spatial(x, name: str, lo: int = 1, hi: int = 2) -> int:
+        dims = x.ndim - 2
+        if not lo <= dims <= hi:
+            shape = tuple(x.shape[1:])
+            want = "a sequence [T, C] or an image [H, W, C]" if hi == 2 else "a sequence [T, C]"
+            raise LayerError((), f"{name} needs {want} per example, got shape {shape}; "
+                                 "set data.shape (e.g. [8, 8, 1]) or add a reshape layer")
+        return dims
+
+    def tup(v, n):
+        v = tuple(v) if isinstance(v, (tuple, list)) else (v,)
+        return v * n if len(v) == 1 else v
+
+    class Conv(nn.Module):
+        features: int = 16
+        kernel: tuple = (3,)
+        stride: tuple = (1,)
+        padding: str = "SAME"
+        activation: Optional[str] = None
+        use_bias: bool = True
+
+        @nn.compact
+        def __call__(self, x, train: bool = False, mask=None):
+            n = spatial(x, "conv")
+            kernel, stride = tup(self.kernel, n), tup(self.stride, n)
+            if len(kernel) != n or len(stride) != n:
+                raise LayerError((), f"kernel {self.kernel} and stride {self.stride} must have 1 or {n} entries "
+                                     f"for a {n}-D input")
+            y = nn.Conv(self.features, kernel, strides=stride, padding=self.padding, use_bias=self.use_bias,
+                        name="conv")(x)
+            return activation_fn(self.activation)(y) if self.activation else y
+
+    class Pool(nn.Module):
+        kind: str = "max"
+        window: tuple = (2,)
+        stride: Optional[tuple] = None
+        padding: str = "VALID"
+
+        def __call__(self, x, train: bool = False, mask=None):
+            n = spatial(x, f"{self.kind}_pool")
+            window = tup(self.window, n)
+            stride = tup(self.stride, n) if self.stride else window
+            if any(w > d for w, d in zip(window, x.shape[1:-1])) and self.padding == "VALID":
+                raise LayerError((), f"window {window} is larger than the input {tuple(x.shape[1:-1])}")
+            fn = nn.max_pool if self.kind == "max" else nn.avg_pool
+            return fn(x, window, strides=stride, padding=self.padding)
+
+    class GlobalAvgPool(nn.Module):
+        def __call__(self, x, train: bool = False, mask=None):
+            spatial(x, "global_avg_pool")
+            if mask is not None and x.ndim == 3:  # mean over real time steps only
+                m = mask[..., None].astype(x.dtype)
+                return (x * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
+            return x.mean(axis=tuple(range(1, x.ndim - 1)))
+
+    class Reshape(nn.Module):
+        shape: tuple = ()
+
+        def __call__(self, x, train: bool = False, mask=None):
+            size = int(np.prod(x.shape[1:]))
+            target = tuple(self.shape)
+            if -1 in target:
+                known = int(np.prod([d for d in target if d != -1]))
+                if known == 0 or size % known:
+                    raise LayerError((), f"cannot reshape {tuple(x.shape[1:])} ({size} values) into {target}")
+                target = tuple(size // known if d == -1 else d for d in target)
+            if int(np.prod(target)) != size:
+                raise LayerError((), f"cannot reshape {tuple(x.shape[1:])} ({size} values) into {target}")
+            return x.reshape(x.shape[0], *target)
+
+    class Embedding(nn.Module):
+        vocab_size: int = 2
+        features: int = 32
+        positions: bool = False
+
+        @nn.compact
+        def __call__(self, x, train: bool = False, mask=None):
+            if x.ndim != 2 or not jnp.issubdtype(x.dtype, jnp.integer):
+                raise LayerError((), f"embedding needs token ids [T] per example (a `tokenize` prep step), "
+                                     f"got {tuple(x.shape[1:])} of {x.dtype}")
+            y = nn.Embed(self.vocab_size, self.features, name="embed")(x)
+            if self.positions:
+                pos = self.param("positions", nn.initializers.normal(0.02), (x.shape[1], self.features))
+                y = y + pos[None]
+            return y
+
+    class Recurrent(nn.Module):
+        cell: str = "lstm"
+        features: int = 32
+        return_sequences: bool = False
+
+        @nn.compact
+        def __call__(self, x, train: bool = False, mask=None):
+            spatial(x, self.cell, 1, 1)
+            cells = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell, "rnn": nn.SimpleCell}
+            lengths = mask.sum(-1).astype(jnp.int32) if mask is not None else None
+            rnn = nn.RNN(cells[self.cell](self.features), name=self.cell)
+            outs = rnn(x, seq_lengths=lengths)
+            if self.return_sequences:
+                return outs
+            if lengths is None:
+                return outs[:, -1]
+            last = jnp.clip(lengths - 1, 0, x.shape[1] - 1)
+            return outs[jnp.arange(x.shape[0]), last]
+
+    class Attention(nn.Module):
+        heads: int = 4
+        dropout: float = 0.0
+
+        @nn.compact
+        def __call__(self, x, train: bool = False, mask=None):
+            spatial(x, "attention", 1, 1)
+            d = x.shape[-1]
+            if d % self.heads:
+                raise LayerError((), f"{d} features do not split into {self.heads} heads")
+            att_mask = nn.make_attention_mask(mask, mask) if mask is not None else None
+            return nn.MultiHeadDotProductAttention(
+                num_heads=self.heads, dropout_rate=self.dropout, deterministic=not train,
+                name="attention")(x, x, mask=att_mask, sow_weights=True)
+
+    class Transformer(nn.Module):
+        heads: int = 4
+        mlp: Optional[int] = None
+        dropout: float = 0.0
+
+        @nn.compact
+        def __call__(self, x, train: bool = False, mask=None):
+            spatial(x, "transformer", 1, 1)
+            d = x.shape[-1]
+            if d % self.heads:
+                raise LayerError((), f"{d} features do not split into {self.heads} heads")
+            att_mask = nn.make_attention_mask(mask, mask) if mask is not None else None
+            h = nn.LayerNorm(name="norm1")(x)
+            h = nn.MultiHeadDotProductAttention(
+                num_heads=self.heads, dropout_rate=self.dropout, deterministic=not train,
+                name="attention")(h, h, mask=att_mask, sow_weights=True)
+            x = x + nn.Dropout(self.dropout, deterministic=not train)(h)
+            h = nn.LayerNorm(name="norm2")(x)
+            h = nn.Dense(self.mlp or 4 * d, name="mlp_in")(h)
+            h = nn.Dense(d, name="mlp_out")(nn.gelu(h))
+            return x + nn.Dropout(self.dropout, deterministic=not train)(h)
 
     class Sequence(nn.Module):
         """Layers applied in order; a failing layer is named by its index."""
@@ -100,11 +244,18 @@ def modules():
         layers: tuple = ()
         residual: bool = False
 
-        def __call__(self, x, train: bool = False):
+        def __call__(self, x, train: bool = False, mask=None):
+            # `mask` [B, T] marks real (non-padding) time steps of token sequences: an embedding
+            # layer sets it from its ids (0 = padding); a layer that changes the time axis drops it.
             y = x
             for i, layer in enumerate(self.layers):
                 try:
-                    y = layer(y, train=train)
+                    out = layer(y, train=train, mask=mask)
+                    if isinstance(layer, Embedding):
+                        mask = y != 0
+                    elif mask is not None and (out.ndim < 3 or out.shape[:2] != y.shape[:2]):
+                        mask = None
+                    y = out
                 except LayerError as e:
                     e.index = (i,) + e.index
                     raise
@@ -118,7 +269,9 @@ def modules():
             return y
 
     _MODULES.update(Dense=Dense, Dropout=Dropout, BatchNorm=BatchNorm, LayerNorm=LayerNorm,
-                    Activation=Activation, Flatten=Flatten, Sequence=Sequence, jnp=jnp)
+                    Activation=Activation, Flatten=Flatten, Sequence=Sequence, Conv=Conv, Pool=Pool,
+                    GlobalAvgPool=GlobalAvgPool, Reshape=Reshape, Embedding=Embedding, Recurrent=Recurrent,
+                    Attention=Attention, Transformer=Transformer, jnp=jnp)
     return _MODULES
 
 
@@ -209,6 +362,123 @@ class RepeatOptions:
 def repeat(o: RepeatOptions, ctx: BuildContext):
     """The same layers `times` times in a row, each copy with its own parameters."""
     return modules()["Sequence"](layers=ctx.build_seq(o.layers * o.times))
+
+
+@dataclass(frozen=True)
+class ConvOptions:
+    features: int = opt(doc="output channels (filters)", gt=0)
+    kernel: tuple[int, ...] = opt((3,), "kernel size: one number for every axis, or one per spatial axis")
+    stride: tuple[int, ...] = opt((1,), "stride: one number, or one per spatial axis")
+    padding: Literal["SAME", "VALID"] = opt("SAME", "SAME keeps the spatial size (at stride 1); VALID shrinks it")
+    activation: Optional[str] = opt(None, "an activation applied to the output", choices=_activation_names)
+    use_bias: bool = opt(True, "add a learned bias")
+
+    def __post_init__(self):
+        if any(k < 1 for k in self.kernel) or any(s < 1 for s in self.stride):
+            raise ValueError(f"kernel and stride must be positive, got kernel {list(self.kernel)}, stride {list(self.stride)}")
+
+
+@LAYERS.register("conv", ConvOptions, positional="features", params=True)
+def conv(o: ConvOptions, ctx: BuildContext):
+    """Convolution, 1-D over sequences [T, C] or 2-D over images [H, W, C] (chosen by the input's rank)."""
+    return modules()["Conv"](features=o.features, kernel=o.kernel, stride=o.stride, padding=o.padding,
+                             activation=o.activation, use_bias=o.use_bias)
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    window: tuple[int, ...] = opt((2,), "window size: one number, or one per spatial axis")
+    stride: Optional[tuple[int, ...]] = opt(None, "stride; default: the window")
+    padding: Literal["SAME", "VALID"] = opt("VALID", "VALID drops a partial window at the edge")
+
+
+@LAYERS.register("max_pool", PoolOptions, positional="window")
+def max_pool(o: PoolOptions, ctx: BuildContext):
+    """Maximum over each window (1-D or 2-D)."""
+    return modules()["Pool"](kind="max", window=o.window, stride=o.stride, padding=o.padding)
+
+
+@LAYERS.register("avg_pool", PoolOptions, positional="window")
+def avg_pool(o: PoolOptions, ctx: BuildContext):
+    """Average over each window (1-D or 2-D)."""
+    return modules()["Pool"](kind="avg", window=o.window, stride=o.stride, padding=o.padding)
+
+
+@LAYERS.register("global_avg_pool", NoOptions)
+def global_avg_pool(o, ctx: BuildContext):
+    """Average over all spatial axes (over the real time steps of padded token sequences)."""
+    return modules()["GlobalAvgPool"]()
+
+
+@dataclass(frozen=True)
+class ReshapeOptions:
+    shape: tuple[int, ...] = opt(doc="the new shape of each example; one entry may be -1")
+
+
+@LAYERS.register("reshape", ReshapeOptions, positional="shape")
+def reshape(o: ReshapeOptions, ctx: BuildContext):
+    """Reshapes each example, e.g. [64] -> [8, 8, 1]."""
+    return modules()["Reshape"](shape=o.shape)
+
+
+@dataclass(frozen=True)
+class EmbeddingOptions:
+    features: int = opt(doc="size of each token's vector", gt=0)
+    vocab_size: Optional[int] = opt(None, "number of token ids; default: the data's vocabulary", gt=0)
+    positions: bool = opt(False, "add a learned embedding of each position (what attention needs to see order)")
+
+
+@LAYERS.register("embedding", EmbeddingOptions, positional="features", params=True)
+def embedding(o: EmbeddingOptions, ctx: BuildContext):
+    """Token ids [T] -> vectors [T, features]; id 0 (padding) is masked in later layers."""
+    vocab = o.vocab_size or ctx.vocab_size
+    if not vocab:
+        raise ValueError("embedding needs token data (a `tokenize` prep step) or vocab_size")
+    return modules()["Embedding"](vocab_size=vocab, features=o.features, positions=o.positions)
+
+
+@dataclass(frozen=True)
+class RecurrentOptions:
+    features: int = opt(doc="size of the hidden state", gt=0)
+    return_sequences: bool = opt(False, "return the state at every step [T, features] instead of the last [features]")
+
+
+def _recurrent(cell: str, doc: str) -> None:
+    def build(o: RecurrentOptions, ctx: BuildContext):
+        return modules()["Recurrent"](cell=cell, features=o.features, return_sequences=o.return_sequences)
+
+    build.__doc__ = doc
+    LAYERS.register(cell, RecurrentOptions, positional="features", params=True)(build)
+
+
+_recurrent("lstm", "Long short-term memory over a sequence [T, C] (flax OptimizedLSTMCell); padding is skipped.")
+_recurrent("gru", "Gated recurrent unit over a sequence [T, C] (flax GRUCell); padding is skipped.")
+_recurrent("rnn", "A plain (Elman) recurrent layer over a sequence [T, C] (flax SimpleCell).")
+
+
+@dataclass(frozen=True)
+class AttentionOptions:
+    heads: int = opt(4, "attention heads; the input's features must divide evenly", gt=0)
+    dropout: float = opt(0.0, "dropout on the attention weights while training", ge=0.0, lt=1.0)
+
+
+@LAYERS.register("attention", AttentionOptions, positional="heads", params=True)
+def attention(o: AttentionOptions, ctx: BuildContext):
+    """Multi-head self-attention over a sequence [T, C], padding masked (flax MultiHeadDotProductAttention)."""
+    return modules()["Attention"](heads=o.heads, dropout=o.dropout)
+
+
+@dataclass(frozen=True)
+class TransformerOptions:
+    heads: int = opt(4, "attention heads; the input's features must divide evenly", gt=0)
+    mlp: Optional[int] = opt(None, "hidden units of the feed-forward part; default 4 x features", gt=0)
+    dropout: float = opt(0.0, "dropout after attention and feed-forward while training", ge=0.0, lt=1.0)
+
+
+@LAYERS.register("transformer", TransformerOptions, positional="heads", params=True)
+def transformer(o: TransformerOptions, ctx: BuildContext):
+    """A pre-norm transformer block: x + attention(norm(x)), then x + mlp(norm(x)); keeps [T, C]."""
+    return modules()["Transformer"](heads=o.heads, mlp=o.mlp, dropout=o.dropout)
 
 
 _ACT_DOCS = {

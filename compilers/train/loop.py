@@ -100,8 +100,7 @@ def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: 
     programs = make_programs(plan)
     splits = [k for k in ("train", "val", "test") if k in data.x and data.x[k].shape[0] > 0]
     train_xy = (jax.device_put(data.x["train"]), jax.device_put(data.y["train"]))
-    eb = eval_batch_size({k: data.x[k].shape[0] for k in splits})
-    dev = {k: jax.device_put(pad_split(data.x[k], data.y[k], eb)) for k in splits}
+    dev = {k: jax.device_put(pad_split(data.x[k], data.y[k], eval_batch_size(data.x[k].shape[0]))) for k in splits}
     # learning rate at the end of each epoch, computed once
     epoch_lr = _schedule_at(programs.schedule, np.arange(1, tp.epochs + 1) * tp.steps_per_epoch - 1)
     state = programs.init(spec.seed)
@@ -179,6 +178,9 @@ def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: 
 
     activations = activation_summary(plan.model.net, final_params, final_ms, data.x[probe_split],
                                      np.ones(data.x[probe_split].shape[0]))
+    from compilers.train.probes import collect
+
+    probes = collect(plan, final_params, final_ms, data)
     times.update(compile_s=round(compile_s, 4), train_s=round(train_s, 4),
                  eval_s=round(time.perf_counter() - e0, 4))
 
@@ -195,6 +197,9 @@ def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: 
               "n_features": len(data.feature_names), "input_shape": list(plan.input_shape),
               "splits": dict(plan.sizes), "target": data.target},
         monitor=tp.monitor, best_epoch=best_epoch, activations=activations,
+        examples=probes["examples"], feature_maps=probes["feature_maps"], attention=probes["attention"],
+        embedding=probes.get("embedding", {}), embedding_layer=probes.get("embedding_layer"),
+        vocabulary=getattr(data, "vocabulary", None),
     )
     record.summary = {"metrics": final, "best_epoch": best_epoch, "best_value": best_value,
                       "monitor": tp.monitor, "epochs_run": len(history), "stopped_early": stopped_early,

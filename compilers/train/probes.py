@@ -56,3 +56,104 @@ def summarise(a: np.ndarray) -> dict:
     return {"counts": counts.astype(np.float64), "edges": edges, "mean": float(finite.mean()) if finite.size else 0.0,
             "std": float(finite.std()) if finite.size else 0.0, "zero_fraction": float((units == 0).mean()),
             "dead_fraction": float((units == 0).all(axis=0).mean())}
+
+
+EXAMPLES = 64          # test examples kept for the image/sequence charts
+MAPS = 8               # examples whose feature maps and attention weights are kept
+EMBED_ROWS = 1000      # test rows projected by the embedding chart
+
+
+def capture(net, params, model_state, x, wanted: tuple[str, ...] | None, attention: bool):
+    """Outputs of the layers `wanted` (indices such as '0', '2.1'; None: all), and attention weights."""
+    import jax
+
+    def run(params, model_state, x):
+        _, state = net.apply({"params": params, **model_state}, x, train=False,
+                             capture_intermediates=True, mutable=["intermediates"])
+        outs, attn = {}, {}
+
+        def walk(tree, prefix, top):
+            for k, v in tree.items():
+                if k.startswith("layers_"):
+                    index = prefix + k[len("layers_"):]
+                    if "__call__" in v and (wanted is None or index in wanted):
+                        outs[index] = v["__call__"][-1]
+                    walk(v, index + ".", index)
+                elif isinstance(v, dict):
+                    if attention and "attention_weights" in v and top is not None:
+                        attn[top] = v["attention_weights"][-1]
+                    walk(v, prefix, top)
+
+        walk(state["intermediates"], "", None)
+        return outs, attn
+
+    return jax.device_get(jax.jit(run)(params, model_state, x))
+
+
+def saliency(net, params, model_state, x, y, task: str, binary_logit: bool, tokens: bool):
+    """|d score / d input| per example, where score is the true class's logit (classification) or the
+    prediction (regression). Token inputs have no gradient: their attribution is occlusion, the drop
+    in the true class's probability (or the change of the prediction) when a token becomes <unk>."""
+    import jax
+    import jax.numpy as jnp
+
+    def score(out, y):
+        if task == "regression":
+            return out[..., 0]
+        if binary_logit:
+            return jnp.where(y == 1, 1.0, -1.0) * out[..., 0]
+        return jnp.take_along_axis(out, y[:, None], axis=-1)[:, 0]
+
+    def apply(x):
+        return net.apply({"params": params, **model_state}, x, train=False)
+
+    if not tokens:
+        grad = jax.jit(jax.grad(lambda x: score(apply(x), y).sum()))(x)
+        return np.abs(np.asarray(grad))
+
+    def prob(out, y):
+        if task == "regression":
+            return out[..., 0]
+        p = jax.nn.sigmoid(out[..., 0]) if binary_logit else jax.nn.softmax(out, -1)
+        return jnp.where(y == 1, p, 1 - p) if binary_logit else jnp.take_along_axis(p, y[:, None], -1)[:, 0]
+
+    @jax.jit
+    def occlude(x, y):
+        k, t = x.shape
+        base = prob(apply(x), y)                                    # [k]
+        eye = jnp.eye(t, dtype=bool)
+        xs = jnp.where(eye[None], jnp.where(x[:, None, :] == 0, 0, 1), x[:, None, :])  # [k, t, t]
+        ys = jnp.repeat(y, t)
+        p = prob(apply(xs.reshape(k * t, t)), ys).reshape(k, t)
+        return jnp.where(x == 0, 0.0, jnp.abs(base[:, None] - p))
+
+    return np.asarray(occlude(x, y))
+
+
+def collect(plan, params, model_state, data) -> dict:
+    """The probes the image, sequence and interpretation charts read (see RunRecord)."""
+    split = "test" if data.x.get("test") is not None and data.x["test"].shape[0] else (
+        "val" if data.x.get("val") is not None and data.x["val"].shape[0] else "train")
+    X, Y = data.x[split], data.y[split]
+    net = plan.model.net
+    tokens = np.issubdtype(X.dtype, np.integer)
+    k = min(EXAMPLES if not tokens else 16, X.shape[0])
+    out: dict = {"examples": {"x": X[:k], "row": np.arange(k)}}
+    if split != "test":
+        out["examples"]["row"] = np.full(k, -1)  # no test predictions to point at
+    out["examples"]["saliency"] = saliency(net, params, model_state, X[:k], Y[:k], plan.task,
+                                           plan.train.binary_logit, tokens)
+    rows = plan.model.rows
+    convs = tuple(r["index"] for r in rows if r["kind"] == "conv")
+    maps, attn = capture(net, params, model_state, X[:min(MAPS, X.shape[0])], convs, True)
+    out["feature_maps"] = {i: np.asarray(v, np.float32) for i, v in maps.items()}
+    out["attention"] = {i: np.asarray(v, np.float32) for i, v in attn.items()}
+    # The embedding chart reads the last layer before the head (or the last layer, head: none).
+    top = [r for r in rows if r["depth"] == 0 and r["path"] != "model.head"]
+    if top:
+        layer = top[-1]["index"]
+        n = min(EMBED_ROWS, X.shape[0])
+        (emb,), _ = (lambda o: (list(o[0].values()), o[1]))(capture(net, params, model_state, X[:n], (layer,), False))
+        out["embedding"] = {"points": np.asarray(emb, np.float32).reshape(n, -1), "row": np.arange(n)}
+        out["embedding_layer"] = layer
+    return out

@@ -52,10 +52,10 @@ def _padded_batches(key, n: int, batch: int, shuffle: bool):
     return idx.reshape(steps, batch), w.reshape(steps, batch)
 
 
-def eval_batch_size(sizes: dict[str, int]) -> int:
-    """Rows per evaluation batch: the next power of two above the largest split, at most EVAL_BATCH."""
-    largest = max(max(sizes.values()), 1)
-    return min(EVAL_BATCH, 1 << (largest - 1).bit_length())
+def eval_batch_size(n: int) -> int:
+    """Rows per evaluation batch of a split of n rows: the next power of two, at least 64 (so small
+    splits share one compiled program), at most EVAL_BATCH."""
+    return min(EVAL_BATCH, max(64, 1 << (max(n, 1) - 1).bit_length()))
 
 
 def pad_split(x, y, batch: int):
@@ -87,7 +87,7 @@ def make_programs(plan) -> Programs:
     def init(seed):
         key = jax.random.key(seed)
         pkey, dkey, skey = jax.random.split(key, 3)
-        x = jnp.zeros((1, *input_shape), jnp.float32)
+        x = jnp.zeros((1, *input_shape), plan.model.input_dtype)
         variables = net.init({"params": pkey, "dropout": dkey}, x, train=False)
         variables = dict(variables)
         params = variables.pop("params")
