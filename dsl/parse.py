@@ -19,7 +19,8 @@ from dsl.spec import Checkpoint, Data, EarlyStopping, Item, Model, Spec, Split, 
 _NONE = type(None)
 # Keys Hydra owns at the top of a spec; they are not part of the language.
 HYDRA_KEYS = ("hydra", "defaults")
-FILE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+FILE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".npz": "npz"}
+FOLDER_SOURCE = "image_folder"   # a path ending in "/" or naming an existing folder
 
 
 def _err(path: str, message: str) -> SpecError:
@@ -260,7 +261,8 @@ def _source(raw: dict) -> Item:
     options = raw.get("options") or {}
     if source is None or source == "???":
         raise _err("data.source", "required: a built-in data set name "
-                   f"({', '.join(reg.SOURCES.names()[:6])}, ...) or a path to a .csv/.parquet file")
+                   f"({', '.join(reg.SOURCES.names()[:6])}, ...), a path to a .csv/.parquet/.npz file "
+                   "or a folder of images")
     if not isinstance(source, str):
         raise _err("data.source", f"must be a data set name or a file path, got {_show(source)}")
     if not isinstance(options, dict):
@@ -271,15 +273,16 @@ def _source(raw: dict) -> Item:
         entry = reg.SOURCES.get(source)
         return Item(source, parse_options(entry.options, options, "data.options", skip_none=every), "data.source")
     suffix = Path(source).suffix.lower()
-    if suffix in FILE_SUFFIXES:
-        kind = FILE_SUFFIXES[suffix]
+    folder = source.endswith(("/", "\\")) or Path(source).expanduser().is_dir()
+    if folder or suffix in FILE_SUFFIXES:
+        kind = FOLDER_SOURCE if folder else FILE_SUFFIXES[suffix]
         entry = reg.SOURCES.get(kind)
         return Item(kind, parse_options(entry.options, {**options, "path": source}, "data.options",
                                         skip_none=every), "data.source")
     builtins = [e.name for e in reg.SOURCES if not e.meta.get("file")]
     if "/" in source or suffix:
-        raise _err("data.source", f"cannot read '{source}': expected a .csv or .parquet file, or a built-in "
-                   f"data set ({', '.join(builtins)})")
+        raise _err("data.source", f"cannot read '{source}': expected a .csv, .parquet or .npz file, a folder "
+                   f"of images (one sub-folder per class), or a built-in data set ({', '.join(builtins)})")
     raise _err("data.source", unknown("data source", source, builtins))
 
 

@@ -43,7 +43,7 @@ class Split:
 class Data:
     """Where the data comes from and how it is prepared."""
 
-    source: Item = opt(None, "a built-in data set name, or a path to a .csv/.parquet file")
+    source: Item = opt(None, "a built-in data set name, or a path: .csv, .parquet, .npz, or a folder of images (one sub-folder per class)")
     target: Optional[str] = opt(None, "target column; built-in data sets know theirs")
     features: Optional[tuple[str, ...]] = opt(None, "columns to use; default: all but the target")
     shape: Optional[tuple[int, ...]] = opt(None, "reshape each example, e.g. [8, 8, 1]")

@@ -56,8 +56,10 @@ MIXED = pd.DataFrame({
 
 def test_registered_names():
     assert set(SOURCES.names()) == {"iris", "wine", "breast_cancer", "digits", "diabetes", "moons", "circles",
-                                    "blobs", "spirals", "xor", "regression", "csv", "parquet"}
-    assert set(PREP.names()) == {"standardize", "min_max", "impute", "drop_na", "one_hot", "log", "clip"}
+                                    "blobs", "spirals", "xor", "regression", "csv", "parquet", "npz",
+                                    "image_folder"}
+    assert set(PREP.names()) == {"standardize", "min_max", "impute", "drop_na", "one_hot", "log", "clip",
+                                 "image", "tokenize"}
     for entry in list(SOURCES) + list(PREP):
         assert entry.doc, entry.name
     assert SOURCES.get("csv").meta.get("file") and SOURCES.get("parquet").meta.get("file")
@@ -213,11 +215,13 @@ PREP_EXAMPLES = {
     "one_hot": "one_hot",
     "log": {"log": {"offset": 1.0, "columns": ["income", "flat"]}},
     "clip": {"clip": {"min": 0, "max": 5}},
+    "tokenize": {"tokenize": {"column": "city", "max_len": 4}},
 }
 
 
 def test_every_prep_has_an_example():
-    assert set(PREP_EXAMPLES) == set(PREP.names())
+    # `image` acts while an image folder is read, not on frames: tests/test_data_media.py
+    assert set(PREP_EXAMPLES) | {"image"} == set(PREP.names())
 
 
 @pytest.mark.parametrize("kind", sorted(PREP_EXAMPLES))

@@ -224,7 +224,8 @@ def _steps_of(items, kind: str) -> list[tuple[int, object]]:
     found = [(i, item) for i, item in enumerate(items) if item.kind == kind]
     if len(found) > 1:
         i = found[1][0]
-        raise DataError(f"data.prep[{i}].{kind}", f"only one {kind} step is allowed (another is data.prep[{found[0][0]}])")
+        raise DataError(f"data.prep[{i}].{kind}",
+                        f"only one {kind} step is allowed (another is data.prep[{found[0][0]}])")
     return found
 
 

@@ -443,10 +443,9 @@ class NpzOptions:
     y_key: str = opt("y", "name of the labels/targets array in the archive, shape [n]")
 
 
-def _npz_array(archive, key: str, other: str, path: str) -> np.ndarray:
+def _npz_array(archive, key: str, option: str, path: str) -> np.ndarray:
     if key not in archive.files:
         listed = ", ".join(archive.files[:12]) or "none"
-        option = "x_key" if other == "y_key" else "y_key"
         raise DataError(PATH, f"{path}: no array '{key}' in the archive (arrays: {listed}); "
                               f"name another with data.options.{option}")
     try:
