@@ -207,7 +207,9 @@ def check_overrides(cfg, overrides: list[str]) -> None:
                 node = node._get_node(int(part))
                 node = node if isinstance(node, (DictConfig, ListConfig)) else None
             else:
-                break
+                parent = ".".join(walked)
+                raise SpecError(key, f"cannot override: {parent} is a single value, not a mapping with '{part}' "
+                                     f"(replace it whole: {parent}=...)")
             walked.append(part)
 
 
