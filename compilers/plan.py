@@ -108,9 +108,9 @@ def compile_spec(spec: Spec, task: str, n_classes: int, input_shape: tuple[int, 
                       optimizer=t.optimizer, schedule=t.schedule,
                       with_hist=any(METRICS.get(m).meta.get("needs_hist") for m in metrics))
     if spec.plots == "auto":
-        from compilers.charts import auto_items
+        from compilers.charts import auto_items, input_kind
 
-        charts = tuple(auto_items(task))
+        charts = tuple(auto_items(task, input_kind(input_shape, input_dtype)))
     else:
         charts = tuple(spec.plots)
     return Plan(spec=spec, task=task, n_classes=n_classes, input_shape=tuple(input_shape), sizes=dict(sizes),

@@ -158,7 +158,11 @@ def _task(key: str) -> str:
     return key.split("-")[0]
 
 
-CASES = [(key, e.name) for key in RECORDS for e in CHARTS if charts.applies(e, _task(key))]
+# Charts that draw the trainer's probes (examples, feature maps, embedding, attention): these
+# records have none; tests/test_charts_media.py draws them on records that do.
+PROBE_CHARTS = {"samples", "misclassified", "feature_maps", "saliency", "embedding", "attention"}
+CASES = [(key, e.name) for key in RECORDS for e in CHARTS
+         if charts.applies(e, _task(key)) and e.name not in PROBE_CHARTS]
 
 
 def _rows(spec: dict) -> int:
@@ -212,7 +216,8 @@ def test_options_parse_from_yaml_values():
 def test_auto_items():
     clf = [i.kind for i in charts.auto_items("classification")]
     reg = [i.kind for i in charts.auto_items("regression")]
-    assert clf[:2] == ["learning_curves", "lr_schedule"]
+    assert [k for k in clf if CHARTS.get(k).meta["section"] == "Training"][:2] == ["learning_curves", "lr_schedule"]
+    assert clf[0] == "samples"    # the Data section comes first
     assert "confusion_matrix" in clf and "residuals" not in clf and "predictions" not in clf
     assert {"residuals", "predictions"} <= set(reg) and "confusion_matrix" not in reg
     assert "architecture" in clf and "weights" not in clf
@@ -376,7 +381,7 @@ def test_skips():
 def rendered_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
     rec = classification_record(3, name="<script>alert(1)</script>")
-    items = list(charts.auto_items("classification")) + [
+    items = [i for i in charts.auto_items("classification") if i.kind not in PROBE_CHARTS] + [
         Item("weights", CHARTS.get("weights").options()),
         Item("weights", CHARTS.get("weights").options(layer="1")),   # skipped: relu
         Item("residuals", CHARTS.get("residuals").options()),       # skipped: classification

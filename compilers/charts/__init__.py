@@ -29,9 +29,22 @@ def is_auto(entry, task: str) -> bool:
     return task in auto if isinstance(auto, (tuple, list)) else bool(auto)
 
 
-def auto_items(task: str) -> tuple[Item, ...]:
-    """The charts `plots: auto` draws for a task, by section (Data first), then registration order."""
-    entries = [e for e in CHARTS if is_auto(e, task)]
+def input_kind(input_shape, dtype) -> str:
+    """'tokens' (integer ids), 'image' (a spatial example: rank >= 2) or 'tabular'."""
+    import numpy as np
+
+    if np.issubdtype(np.dtype(dtype), np.integer):
+        return "tokens"
+    return "image" if len(tuple(input_shape)) >= 2 else "tabular"
+
+
+def auto_items(task: str, inputs: str | None = None) -> tuple[Item, ...]:
+    """The charts `plots: auto` draws for a task, by section (Data first), then registration order.
+
+    `inputs` ('tabular', 'image', 'tokens'; None: any) leaves out charts whose meta `inputs` does
+    not list it, e.g. image grids for a table."""
+    entries = [e for e in CHARTS if is_auto(e, task)
+               and (inputs is None or inputs in e.meta.get("inputs", (inputs,)))]
     order = {s: i for i, s in enumerate(SECTIONS)}
     entries.sort(key=lambda e: order.get(e.meta.get("section"), len(order)))
     return tuple(Item(e.name, e.options(), path="plots") for e in entries)

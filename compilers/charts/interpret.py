@@ -35,6 +35,7 @@ RIGHT, WRONG, INK, MUTED = "#2f7d32", "#c62828", "#222", "#666"
 # Colour ramps for heat pictures (anchors, interpolated linearly in RGB).
 VIRIDIS = ("#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58",
            "#b5de2b", "#fde725")
+STORED_MAX = 128   # longest side of a stored picture: pictures are drawn at most 112 CSS pixels
 HEAT = ("#fffaf3", "#fee8c8", "#fdbb84", "#fc8d59", "#e34a33", "#b30000", "#5e0000")   # saliency
 
 
@@ -59,8 +60,29 @@ def png_bytes(pixels: np.ndarray) -> bytes:
             + chunk(b"IEND", b""))
 
 
-def png_url(pixels: np.ndarray) -> str:
-    return "data:image/png;base64," + base64.b64encode(png_bytes(pixels)).decode("ascii")
+def png_url(pixels: np.ndarray, most: int | tuple[int, int] = STORED_MAX) -> str:
+    """A data URL of the pixels, shrunk (block means) where a side is longer than `most`
+    (one limit for both sides, keeping the aspect ratio, or (rows, columns) each on its own)."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(shrink(pixels, most))).decode("ascii")
+
+
+def shrink(pixels: np.ndarray, most: int | tuple[int, int]) -> np.ndarray:
+    """uint8 pixels with no side longer than its limit: each output pixel the mean of its block."""
+    h, w = pixels.shape[:2]
+    if isinstance(most, tuple):
+        fh, fw = h / most[0], w / most[1]
+    else:
+        fh = fw = max(h, w) / most
+    if fh <= 1 and fw <= 1:
+        return pixels
+    a = np.asarray(pixels, dtype=float)
+    for axis, n, f in ((0, h, fh), (1, w, fw)):
+        if f <= 1:
+            continue
+        edges = np.linspace(0, n, max(1, round(n / f)) + 1).round().astype(int)
+        counts = np.diff(edges).reshape([-1 if i == axis else 1 for i in range(a.ndim)])
+        a = np.add.reduceat(a, edges[:-1], axis=axis) / counts
+    return np.round(a).astype(np.uint8)
 
 
 def to_unit(a: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
@@ -191,11 +213,48 @@ def outcomes(record, n: int) -> list[dict]:
     return out
 
 
+def spread(record, outs: list[dict], n: int) -> tuple[list[dict], bool]:
+    """n of the recorded examples: for classification, taken in turn from each true class (so a
+    test split in class order still shows every class) and then grouped by class; else the first n.
+    Also says whether the choice differs from the first n."""
+    if record.task != "classification" or not outs or outs[0]["true"] is None or n >= len(outs):
+        return outs[:n], False
+    order = {name: i for i, name in enumerate(class_names(record, 0))}
+    by_class: dict[str, list[dict]] = {}
+    for o in outs:
+        by_class.setdefault(o["true"], []).append(o)
+    queues = [by_class[c] for c in sorted(by_class, key=lambda c: (order.get(c, len(order)), c))]
+    picked: list[dict] = []
+    depth = 0
+    while len(picked) < n:
+        picked += [q[depth] for q in queues if depth < len(q)][:n - len(picked)]
+        depth += 1
+    picked.sort(key=lambda o: (order.get(o["true"], len(order)), o["i"]))
+    return picked, [o["i"] for o in picked] != list(range(n))
+
+
 def _fields(o: dict) -> dict:
     """The tooltip fields of one example's outcome (JSON values)."""
     return {"example": o["i"], "test_row": o["row"], "true": o["true"], "pred": o["pred"],
             "p": None if o["p"] is None else round(o["p"], 4),
             "outcome": None if o["correct"] is None else ("right" if o["correct"] else "wrong")}
+
+
+def pred_text(o: dict) -> str:
+    """'pred X (0.93)': the prediction of one example's outcome and its probability ('' if none)."""
+    if o["pred"] is None:
+        return ""
+    return f"pred {o['pred']}" + (f" ({o['p']:.2f})" if o["p"] is not None else "")
+
+
+def heading(o: dict) -> str:
+    """'example 3: true X, pred Y (0.93)' for a row of pictures or tokens."""
+    text = f"example {o['i']}"
+    if o["true"] is not None:
+        text += f": true {o['true']}"
+        if o["pred"] is not None:
+            text += ", " + pred_text(o)
+    return text
 
 
 def _tooltip(extra=()):
@@ -305,7 +364,7 @@ class SamplesOptions(ChartOptions):
     columns: int = opt(8, "pictures per row", gt=0, le=32)
 
 
-@CHARTS.register("samples", SamplesOptions, section="Data", tasks=BOTH, auto=True)
+@CHARTS.register("samples", SamplesOptions, section="Data", tasks=BOTH, auto=True, inputs=("image", "tokens"))
 def samples(record, options: SamplesOptions):
     """A grid of test examples as the model sees them, each with its true label.
 
@@ -314,20 +373,23 @@ def samples(record, options: SamplesOptions):
     """
     kind, x = _need_examples(record, "samples", ("image", "tokens"))
     n = min(options.count, len(x))
-    outs = outcomes(record, n)
+    outs, mixed = spread(record, outcomes(record, len(x)), n)
+    picked = [o["i"] for o in outs]
+    notes = [f"{n} of the {len(x)} recorded test examples, taken in turn from each class"] if mixed else []
     if kind == "tokens":
-        return _token_table(record, options, x[:n], outs, f"Samples: {n} test examples",
-                            [f"label: the true {'class' if record.task == 'classification' else 'value'}"])
+        notes.append(f"label: the true {'class' if record.task == 'classification' else 'value'}")
+        return _token_table(record, options, x[picked], outs, f"Samples: {n} test examples", notes)
     data = DataSets()
     tiles, how = [], None
-    for i in range(n):
-        pixels, how = display_image(x[i])
-        cap = [] if outs[i]["true"] is None else [(outs[i]["true"], INK)]
-        tiles.append(([png_url(pixels)], cap, _fields(outs[i])))
+    for o in outs:
+        pixels, how = display_image(x[o["i"]])
+        cap = [] if o["true"] is None else [(o["true"], INK)]
+        tiles.append(([png_url(pixels)], cap, _fields(o)))
     canvas = _grid(tiles, x.shape[1], x.shape[2], options)
     h, w, c = x.shape[1:]
-    notes = [f"{h}x{w} pixels, {c} channel{'s' * (c != 1)}, {how}"
-             + ("" if outs[0]["true"] is None else "; caption: the true label")]
+    shown = "" if c in (1, 3) else "; RGB shown, alpha dropped" if c == 4 else "; channel 0 shown in grey"
+    notes.append(f"{h}x{w} pixels, {c} channel{'s' * (c != 1)}{shown}, {how}"
+                 + ("" if outs[0]["true"] is None else "; caption: the true label"))
     return data.attach(canvas.chart(data, "samples", _tooltip()).properties(
         title=title(options, f"Samples: {n} test examples", notes)))
 
@@ -368,13 +430,13 @@ def _token_table(record, options, ids: np.ndarray, outs: list[dict], heading: st
         _, toks = token_texts(record, ids[i])
         text = " ".join(toks) or "(empty)"
         if mistakes:
-            label = f"pred {o['pred']}" + (f" ({o['p']:.2f})" if o["p"] is not None else "") + f" / true {o['true']}"
+            label = f"{pred_text(o)} / true {o['true']}"
         else:
             label = o["true"] if o["true"] is not None else ""
         rows.append({"label": label, "text": text, "example": o["i"], "tokens": len(toks),
                      "full": text if len(text) <= 400 else text[:399] + "…"})
     label_w = clamp(max(text_width(r["label"]) for r in rows) + 16, 50, 260)
-    width = options.width or 720
+    width = options.width or clamp(label_w + max(text_width(r["text"]) for r in rows) + 8, 240, 720)
     canvas = Canvas()
     canvas.text(0, 0, "label", align="left", ink=MUTED, bold=True, limit=label_w - 10,
                 example=None, tokens=None, full=None)
@@ -400,7 +462,7 @@ class MisclassifiedOptions(ChartOptions):
 
 
 @CHARTS.register("misclassified", MisclassifiedOptions, section="Interpretation",
-                 tasks=("classification",), auto=True)
+                 tasks=("classification",), auto=True, inputs=("image", "tokens"))
 def misclassified(record, options: MisclassifiedOptions):
     """The recorded test examples the model gets wrong, most confident mistakes first.
 
@@ -418,7 +480,7 @@ def misclassified(record, options: MisclassifiedOptions):
         raise ChartSkip(f"all {len(outs)} recorded test examples are classified correctly")
     wrong.sort(key=lambda o: (-(o["p"] if o["p"] is not None else 0), o["i"]))
     shown = wrong[:options.count]
-    notes = [f"{len(wrong)} of {len(outs)} recorded test examples are wrong"
+    notes = [f"{len(wrong)} of {len(outs)} recorded test examples {'is' if len(wrong) == 1 else 'are'} wrong"
              + (f", the {len(shown)} most confident shown" if len(shown) < len(wrong) else "")
              + "; most confident mistake first"]
     heading = f"Misclassified: {len(wrong)} of {len(outs)} examples"
@@ -429,8 +491,7 @@ def misclassified(record, options: MisclassifiedOptions):
     how = None
     for o in shown:
         pixels, how = display_image(x[o["i"]])
-        pred = f"pred {o['pred']}" + (f" ({o['p']:.2f})" if o["p"] is not None else "")
-        tiles.append(([png_url(pixels)], [(pred, WRONG), (f"true {o['true']}", INK)], _fields(o)))
+        tiles.append(([png_url(pixels)], [(pred_text(o), WRONG), (f"true {o['true']}", INK)], _fields(o)))
     canvas = _grid(tiles, x.shape[1], x.shape[2], options)
     notes.append(f"caption: predicted class (its probability), true class; pixels {how}")
     return data.attach(canvas.chart(data, "wrong", _tooltip()).properties(title=title(options, heading, notes)))
@@ -538,12 +599,11 @@ def _maps_1d(options, shown, lo, hi, outs, notes, data):
     y = 0
     for r in range(k):
         o = outs[r]
-        head = f"example {r}" + (f": true {o['true']}" if o["true"] is not None else "") + \
-            (f", pred {o['pred']}" if o["pred"] is not None else "")
-        canvas.text(label_w, y, head, align="left")
+        canvas.text(label_w, y, heading(o), align="left")
         y += 16
         unit = np.stack([to_unit(shown[r, :, c], lo[c], hi[c]) for c in range(nc)])   # [C, T]
-        canvas.image(label_w, y, strip_w, row_px * nc, png_url(colormap(unit, VIRIDIS)), **_fields(o),
+        url = png_url(colormap(unit, VIRIDIS), (nc, 2 * strip_w))     # shrink along time only
+        canvas.image(label_w, y, strip_w, row_px * nc, url, **_fields(o),
                      **_map_fields(shown[r], None), steps=t)
         for c in range(nc):
             canvas.text(label_w - 4, y + c * row_px + max(0, (row_px - 10) / 2), f"ch {c}", align="right",
@@ -575,33 +635,38 @@ def saliency(record, options: SaliencyOptions):
     if sal is None or np.asarray(sal).size == 0:
         raise ChartSkip("the run recorded no saliency (input gradients) for its examples")
     sal = np.abs(np.nan_to_num(np.asarray(sal, dtype=float)))
+    if len(sal) != len(x):
+        raise ChartSkip(f"the run recorded saliency for {len(sal)} examples and inputs for {len(x)}")
     if kind == "tabular":
         return _saliency_tabular(record, options, x, sal)
     if kind == "tokens":
         return _saliency_tokens(record, options, x, sal)
-    n = min(options.count, len(x), len(sal))
-    outs = outcomes(record, n)
+    if sal.shape[:3] != x.shape[:3]:
+        raise ChartSkip(f"the recorded saliency has shape {list(sal.shape)}, not that of the inputs {list(x.shape)}")
+    n = min(options.count, len(x))
+    outs, mixed = spread(record, outcomes(record, len(x)), n)
     data = DataSets()
     tiles = []
-    for i in range(n):
+    for o in outs:
+        i = o["i"]
         pixels, _ = display_image(x[i])
         s = sal[i] if sal[i].ndim == 2 else sal[i].max(axis=-1)
         top = float(np.percentile(s, 99)) or float(s.max())
         heat = colormap(to_unit(s, 0.0, top), HEAT)
-        o = outs[i]
         cap = []
         if o["true"] is not None:
             cap.append((f"true {o['true']}", INK))
             if o["pred"] is not None:
-                cap.append((f"pred {o['pred']}" + (f" ({o['p']:.2f})" if o["p"] is not None else ""),
-                            INK if o["correct"] in (True, None) else WRONG))
+                cap.append((pred_text(o), WRONG if o["correct"] is False else INK))
         tiles.append(([png_url(pixels), png_url(heat)], cap, {**_fields(o), "peak": round(float(s.max()), 6)}))
     canvas = _grid(tiles, x.shape[1], x.shape[2], options, panels=2, gap=16)
     import altair as alt
 
-    notes = [f"{n} test examples: the input, then |gradient| of the output with respect to each pixel "
-             f"(largest over channels)",
-             "each map scaled to its own 99th percentile; dark red = the pixels the output is most sensitive to"]
+    score = "the true class's score" if record.task == "classification" else "the prediction"
+    notes = [f"{n} test examples" + (", taken in turn from each class" if mixed else "")
+             + ": each input, then its saliency map",
+             f"|gradient| of {score} per pixel (largest over channels), scaled to the map's 99th percentile",
+             "dark red: the pixels the output is most sensitive to"]
     chart = canvas.chart(data, "saliency", _tooltip([alt.Tooltip("peak:Q", title="largest |gradient|", format=".3g")]))
     return data.attach(chart.properties(title=title(options, "Saliency: input gradients", notes)))
 
@@ -641,24 +706,22 @@ def _saliency_tokens(record, options, ids, sal):
 
     if sal.ndim != 2 or sal.shape[1] != ids.shape[1]:
         raise ChartSkip(f"the recorded saliency has shape {list(sal.shape)}, not one value per token")
-    n = min(options.count, len(ids), len(sal))
-    outs = outcomes(record, n)
+    n = min(options.count, len(ids))
+    outs, mixed = spread(record, outcomes(record, len(ids)), n)
     width = options.width or 640
     cells, heads = [], []
     y, line_h = 0, 20
     budget = MAX_ROWS // max(n, 1) - 2
     cut = []
-    for i in range(n):
+    for o in outs:
+        i = o["i"]
         keep, toks = token_texts(record, ids[i])
         if len(keep) > budget:
             cut.append(i)
             keep, toks = keep[:budget], toks[:budget]
         a = sal[i, keep] if keep else np.zeros(0)
         top = float(a.max()) if len(a) else 0.0
-        o = outs[i]
-        head = f"example {i}" + (f": true {o['true']}" if o["true"] is not None else "") + \
-            (f", pred {o['pred']}" + (f" ({o['p']:.2f})" if o["p"] is not None else "") if o["pred"] is not None else "")
-        heads.append({"x": 0, "y": y, "text": head, "ink": WRONG if o["correct"] is False else INK})
+        heads.append({"x": 0, "y": y, "text": heading(o), "wrong": o["correct"] is False})
         y += 18
         cx = 0.0
         for pos, tok, v in zip(keep, toks, a):
@@ -683,21 +746,28 @@ def _saliency_tokens(record, options, ids, sal):
     base = alt.Chart(data("tokens", cells))
     rects = base.mark_rect(cornerRadius=2).encode(
         x=px("x"), x2="x2:Q", y=py("y"), y2="y2:Q", tooltip=tip,
-        color=alt.Color("rel:Q", title="attribution (share of the example's largest)",
-                        scale=alt.Scale(domain=list(np.linspace(0, 1, len(HEAT)).round(3)), range=list(HEAT)),
-                        legend=alt.Legend(orient="top", format=".0%", gradientLength=200)))
+        color=alt.Color("rel:Q", title="attribution",
+                        scale=alt.Scale(domain=[float(v) for v in np.linspace(0, 1, len(HEAT)).round(3)],
+                                        range=list(HEAT)),
+                        legend=alt.Legend(orient="top", format=".0%", gradientLength=200, values=[0, 0.5, 1],
+                                          titleLimit=300)))
     words = base.mark_text(baseline="top", fontSize=11).encode(
         x=px("tx"), y=py("ty"), text="token:N", tooltip=tip,
         color=alt.condition("datum.rel > 0.6", alt.value("white"), alt.value(INK)))
     titles = alt.Chart(data("heads", heads)).mark_text(align="left", baseline="top", fontSize=11,
                                                        fontWeight="bold").encode(
-        x=px("x"), y=py("y"), text="text:N", color=alt.Color("ink:N", scale=None))
-    notes = [f"{n} test examples; |gradient x embedding| summed over the embedding, per token (padding dropped)",
+        x=px("x"), y=py("y"), text="text:N",
+        # A condition, not `ink` with scale null: layers share the colour scale of the cells.
+        color=alt.condition("datum.wrong", alt.value(WRONG), alt.value(INK)))
+    notes = [f"{n} test examples" + (", taken in turn from each class" if mixed else "")
+             + "; the recorded attribution of each token (padding dropped)",
              "each example shaded relative to its own largest attribution"]
     if cut:
         notes.append(f"the first {budget} tokens of long examples shown")
+    used = max(max(c["x2"] for c in cells), max(text_width(h["text"], 11) * 1.08 for h in heads))
     return data.attach(alt.layer(rects, words, titles).properties(
-        width=width, height=y, title=title(options, "Saliency: token attributions", notes)))
+        width=options.width or math.ceil(min(width, used) + 2), height=y,
+        title=title(options, "Saliency: token attributions", notes)))
 
 
 # --- embedding -------------------------------------------------------------------------------------
@@ -741,7 +811,7 @@ def embedding(record, options: EmbeddingOptions):
     if options.method == "tsne":
         from sklearn.manifold import TSNE
 
-        perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
+        perplexity = float(min(30, max(2, (n - 1) // 3)))
         proj = TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=0).fit_transform(pts)
         how, axes = f"t-SNE (perplexity {perplexity:g})", ("t-SNE 1", "t-SNE 2")
     else:
@@ -751,7 +821,8 @@ def embedding(record, options: EmbeddingOptions):
     rows = np.asarray(record.embedding.get("row", np.arange(n))).astype(int)
     pred = record.predictions.get("test") or {}
     where = record.embedding_layer
-    notes = [f"{fmt_int(n)} test examples at {layer_name(record, where) if where is not None else 'the layer before the head'}, "
+    at = layer_name(record, where) if where is not None else "the layer before the head"
+    notes = [f"{fmt_int(n)} test examples at {at}, "
              f"{d} features; {how}"]
     values = [{"px": float(a), "py": float(b), "test_row": int(r)} for (a, b), r in zip(proj, rows)]
     ok = "y_true" in pred and len(rows) == n and rows.min(initial=0) >= 0 and rows.max(initial=-1) < len(pred["y_true"])
@@ -782,7 +853,12 @@ def embedding(record, options: EmbeddingOptions):
         if y_pred is not None:
             extra["shape"] = alt.Shape("outcome:N", title="prediction", sort=["right", "wrong"],
                                        scale=alt.Scale(domain=["right", "wrong"], range=["circle", "cross"]))
-            notes.append(f"{int((y_pred != y_true).sum())} wrong predictions drawn as crosses; "
+            # Mistakes are few: larger, with a dark outline, so that they stand out in a cluster.
+            big = clamp(point_style(n)["size"] * 2.5, 40, 120)
+            extra["size"] = alt.condition("datum.outcome == 'wrong'", alt.value(big), alt.value(point_style(n)["size"]))
+            extra["stroke"] = alt.condition("datum.outcome == 'wrong'", alt.value("#222"), alt.value(None))
+            n_wrong = int((y_pred != y_true).sum())
+            notes.append(f"{n_wrong} wrong prediction{'s' * (n_wrong != 1)} drawn as crosses; "
                          "click a legend entry to pick a class, drag to pan, scroll to zoom")
     elif ok:
         y_true = np.asarray(pred["y_true"], dtype=float)[rows]
@@ -801,7 +877,8 @@ def embedding(record, options: EmbeddingOptions):
     style = point_style(n)
     width, height = size(options, 420, 380)
     data = DataSets()
-    chart = alt.Chart(data("points", values)).mark_point(filled=True, size=style["size"], opacity=style["opacity"]).encode(
+    mark = alt.Chart(data("points", values)).mark_point(filled=True, size=style["size"], opacity=style["opacity"])
+    chart = mark.encode(
         x=alt.X("px:Q", title=axes[0], scale=alt.Scale(zero=False), axis=alt.Axis(labels=options.method == "pca")),
         y=alt.Y("py:Q", title=axes[1], scale=alt.Scale(zero=False), axis=alt.Axis(labels=options.method == "pca")),
         color=color, tooltip=tooltip, **extra,
@@ -863,14 +940,14 @@ def attention(record, options: AttentionOptions):
         expr = "[" + ",".join(json.dumps(s).replace("<", "\\u003c") for s in labels) + "][datum.value]"
         ticks = tick_values(m, max(2, int(cell * m / 12)))
         o = outs[i]
-        head = f"example {i}" + (f": true {o['true']}" if o["true"] is not None else "") + \
-            (f", pred {o['pred']}" if o["pred"] is not None else "")
+        head = heading(o)
         panels.append(alt.Chart(data(f"weights_{i}", values)).mark_rect().encode(
             x=alt.X("k:O", title="attended to (key)", axis=alt.Axis(labelExpr=expr, values=ticks, labelAngle=-50,
                                                                      labelLimit=100, labelFontSize=10)),
             y=alt.Y("q:O", title="attending (query)", axis=alt.Axis(labelExpr=expr, values=ticks, labelLimit=100,
                                                                      labelFontSize=10)),
-            color=alt.Color("w:Q", title="weight", scale=alt.Scale(scheme="blues", domain=[0, top])),
+            color=alt.Color("w:Q", title="weight", scale=alt.Scale(
+                domain=[0, top / 2, top], range=["#ffffff", "#6baed6", "#08306b"], interpolate="lab")),
             tooltip=[alt.Tooltip("query:N", title="query token"), alt.Tooltip("qpos:O", title="query position"),
                      alt.Tooltip("key:N", title="key token"), alt.Tooltip("kpos:O", title="key position"),
                      alt.Tooltip("w:Q", title="weight", format=".3f")],

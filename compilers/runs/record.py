@@ -45,8 +45,9 @@ class RunRecord:
     #   {"x": [k, *input_shape] the model's inputs (after prep; images in [0, 1] when `image` prep ran),
     #    "row": [k] int, index into predictions["test"] (so y_true/y_pred/proba of example i are at row[i]),
     #    "saliency": [k, *input_shape] |d output(true class or the prediction) / d input| (absent if not computed)}
-    #   For token inputs (embedding first layer) x holds token ids and saliency is [k, T] per-token
-    #   attribution (gradient x input summed over the embedding axis, absolute).
+    #   For token inputs x holds token ids and saliency is [k, T] per-token attribution by occlusion
+    #   (how much the true class's probability, or the prediction, changes when the token becomes <unk>).
+    #   Image saliency is SmoothGrad: the mean |gradient| over the input and noisy copies of it.
     feature_maps: dict[str, np.ndarray] = field(default_factory=dict)
     # ^ conv layer index -> its outputs for the first k <= 8 examples: [k, H, W, C] (2-D) or [k, T, C] (1-D)
     embedding: dict[str, np.ndarray] = field(default_factory=dict)

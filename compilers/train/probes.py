@@ -61,6 +61,7 @@ def summarise(a: np.ndarray) -> dict:
 EXAMPLES = 64          # test examples kept for the image/sequence charts
 MAPS = 8               # examples whose feature maps and attention weights are kept
 EMBED_ROWS = 1000      # test rows projected by the embedding chart
+SMOOTHGRAD = 16        # gradients averaged for image saliency (the input and noisy copies)
 
 
 def capture(net, params, model_state, x, wanted: tuple[str, ...] | None, attention: bool):
@@ -108,8 +109,17 @@ def saliency(net, params, model_state, x, y, task: str, binary_logit: bool, toke
         return net.apply({"params": params, **model_state}, x, train=False)
 
     if not tokens:
-        grad = jax.jit(jax.grad(lambda x: score(apply(x), y).sum()))(x)
-        return np.abs(np.asarray(grad))
+        grad = jax.jit(jax.grad(lambda x: score(apply(x), y).sum()))
+        if x.ndim <= 2:  # tabular: the plain gradient
+            return np.abs(np.asarray(grad(x)))
+        # Images and sequences: SmoothGrad (Smilkov et al. 2017), the mean |gradient| over the input
+        # and noisy copies of it (noise 15% of the value range); plain gradients look like noise.
+        rng = np.random.default_rng(0)
+        sigma = 0.15 * float(np.ptp(x)) or 0.15
+        grads = [np.abs(np.asarray(grad(x)))]
+        for _ in range(SMOOTHGRAD - 1):
+            grads.append(np.abs(np.asarray(grad(x + rng.normal(0, sigma, x.shape).astype(x.dtype)))))
+        return np.mean(grads, axis=0)
 
     def prob(out, y):
         if task == "regression":
@@ -149,7 +159,7 @@ def collect(plan, params, model_state, data) -> dict:
     out["feature_maps"] = {i: np.asarray(v, np.float32) for i, v in maps.items()}
     out["attention"] = {i: np.asarray(v, np.float32) for i, v in attn.items()}
     # The embedding chart reads the last layer before the head (or the last layer, head: none).
-    top = [r for r in rows if r["depth"] == 0 and r["path"] != "model.head"]
+    top = [r for r in rows if r["depth"] == 0 and r["path"] != "model.head" and r["kind"] != "dropout"]
     if top:
         layer = top[-1]["index"]
         n = min(EMBED_ROWS, X.shape[0])

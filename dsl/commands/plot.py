@@ -15,19 +15,21 @@ import yaml
 from dsl.errors import SpecError
 
 
-def _plots_of_run(run: Path, task: str):
+def _plots_of_run(run: Path, record):
     from dsl.parse import parse_plots
 
     cfg = run / ".hydra" / "config.yaml"
     raw = yaml.safe_load(cfg.read_text()).get("plots", "auto") if cfg.is_file() else "auto"
-    return _resolve(parse_plots(raw), task)
+    return _resolve(parse_plots(raw), record)
 
 
-def _resolve(plots, task: str):
+def _resolve(plots, record):
     if plots == "auto":
-        from compilers.charts import auto_items
+        from compilers.charts import auto_items, input_kind
 
-        return tuple(auto_items(task))
+        x = record.examples.get("x")
+        kind = input_kind(x.shape[1:], x.dtype) if x is not None else "tabular"
+        return tuple(auto_items(record.task, kind))
     return tuple(plots)
 
 
@@ -59,7 +61,7 @@ def main(args: list[str]) -> None:
         from compilers.runs.record import RunRecord
 
         record = RunRecord.load(run)
-        items = _resolve(plots, record.task) if plots is not None else _plots_of_run(run, record.task)
+        items = _resolve(plots, record) if plots is not None else _plots_of_run(run, record)
     except SpecError as e:
         print(e, file=sys.stderr)
         raise SystemExit(2)
