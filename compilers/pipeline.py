@@ -89,6 +89,8 @@ def run_spec(spec: Spec, run_dir: Path, cwd: Path, *, progress: bool = True, t_s
 
     t_start = t_start or time.perf_counter()
     run_dir = Path(run_dir)
+    if (run_dir / "metrics.jsonl").exists():
+        raise SpecError("hydra.run.dir", f"{run_dir} already holds a run; give another directory")
     times: dict = {}
     warm = threading.Thread(target=_warm_charts, name="warm-charts", daemon=True)
     t = time.perf_counter()

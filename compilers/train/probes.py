@@ -148,22 +148,32 @@ def collect(plan, params, model_state, data) -> dict:
     net = plan.model.net
     tokens = np.issubdtype(X.dtype, np.integer)
     k = min(EXAMPLES if not tokens else 16, X.shape[0])
-    out: dict = {"examples": {"x": X[:k], "row": np.arange(k)}}
-    if split != "test":
-        out["examples"]["row"] = np.full(k, -1)  # no test predictions to point at
-    out["examples"]["saliency"] = saliency(net, params, model_state, X[:k], Y[:k], plan.task,
+    order = _spread(Y, plan.task)           # rows in turn from each class (splits may be class-ordered)
+    rows = order[:k]
+    out: dict = {"examples": {"x": X[rows], "row": rows if split == "test" else np.full(k, -1)}}
+    out["examples"]["saliency"] = saliency(net, params, model_state, X[rows], Y[rows], plan.task,
                                            plan.train.binary_logit, tokens)
-    rows = plan.model.rows
-    convs = tuple(r["index"] for r in rows if r["kind"] == "conv")
-    maps, attn = capture(net, params, model_state, X[:min(MAPS, X.shape[0])], convs, True)
+    layers = plan.model.rows
+    convs = tuple(r["index"] for r in layers if r["kind"] == "conv")
+    maps, attn = capture(net, params, model_state, X[rows[:MAPS]], convs, True)
     out["feature_maps"] = {i: np.asarray(v, np.float32) for i, v in maps.items()}
     out["attention"] = {i: np.asarray(v, np.float32) for i, v in attn.items()}
     # The embedding chart reads the last layer before the head (or the last layer, head: none).
-    top = [r for r in rows if r["depth"] == 0 and r["path"] != "model.head" and r["kind"] != "dropout"]
+    top = [r for r in layers if r["depth"] == 0 and r["path"] != "model.head" and r["kind"] != "dropout"]
     if top:
         layer = top[-1]["index"]
-        n = min(EMBED_ROWS, X.shape[0])
-        (emb,), _ = (lambda o: (list(o[0].values()), o[1]))(capture(net, params, model_state, X[:n], (layer,), False))
-        out["embedding"] = {"points": np.asarray(emb, np.float32).reshape(n, -1), "row": np.arange(n)}
+        pick = np.unique(np.linspace(0, X.shape[0] - 1, min(EMBED_ROWS, X.shape[0])).astype(int))
+        outs, _ = capture(net, params, model_state, X[pick], (layer,), False)
+        out["embedding"] = {"points": np.asarray(outs[layer], np.float32).reshape(len(pick), -1),
+                            "row": pick if split == "test" else np.full(len(pick), -1)}
         out["embedding_layer"] = layer
     return out
+
+
+def _spread(y: np.ndarray, task: str) -> np.ndarray:
+    """Row indices taking each class in turn (classification), or every row in order (regression)."""
+    if task != "classification":
+        return np.arange(len(y))
+    by_class = [np.flatnonzero(y == c) for c in np.unique(y)]
+    order = [idx[i] for i in range(max(len(b) for b in by_class)) for idx in by_class if i < len(idx)]
+    return np.asarray(order, dtype=np.int64)
