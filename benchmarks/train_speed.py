@@ -142,9 +142,15 @@ def main() -> None:
     for name, m in MODELS.items():
         run, n, data, loop = dsl_loop(m["spec"], args.epochs)
         ours = "dsl (scan epoch)" if loop == "scan" else "dsl (jitted step loop)"
-        rate = {ours: n * args.epochs / statistics.median(run() for _ in range(args.repeats))}
+        loops = {ours: (run, n)}
         for label, (fn, per_epoch) in hand_loops(m["hand"], data, m["spec"]["train"]["batch_size"], args.epochs).items():
-            rate[f"hand-written ({label})"] = per_epoch * args.epochs / statistics.median(fn() for _ in range(args.repeats))
+            loops[f"hand-written ({label})"] = (fn, per_epoch)
+        # Round-robin repeats, so that a slow spell of the machine hits every loop alike.
+        times = {label: [] for label in loops}
+        for _ in range(args.repeats):
+            for label, (fn, _) in loops.items():
+                times[label].append(fn())
+        rate = {label: loops[label][1] * args.epochs / statistics.median(t) for label, t in times.items()}
         print(f"\n{name}, batch {m['spec']['train']['batch_size']}, {n} training rows")
         base = rate[ours]
         for label, r in rate.items():

@@ -57,19 +57,6 @@ def compile_data(spec: Spec, data):
                         input_dtype=str(data.x["train"].dtype), vocab_size=len(vocab) if vocab else None)
 
 
-def _warm_charts() -> None:
-    """Imports altair and starts vl-convert's JS engine (~1.3 s together) while the model trains."""
-    try:
-        import altair as alt
-        import vl_convert as vlc
-
-        alt.Chart(alt.Data(values=[{"x": 1}])).mark_point().encode(x="x:Q").to_dict()
-        vlc.vegalite_to_png({"data": {"values": [{"x": 1}]}, "mark": "point",
-                             "encoding": {"x": {"field": "x", "type": "quantitative"}}})
-    except Exception:  # only a warm-up: the chart step reports real problems
-        pass
-
-
 def remove_run_dir(run_dir: Path) -> None:
     """A run that failed before training leaves nothing behind (nor an empty parent)."""
     run_dir = Path(run_dir)
@@ -85,14 +72,11 @@ def remove_run_dir(run_dir: Path) -> None:
 def run_spec(spec: Spec, run_dir: Path, cwd: Path, *, progress: bool = True, t_start: float | None = None) -> dict:
     """Trains a spec into `run_dir`; returns the summary. Bad input raises SpecError before
     anything but Hydra's own files is written (the caller removes the directory)."""
-    import threading
-
     t_start = t_start or time.perf_counter()
     run_dir = Path(run_dir)
     if (run_dir / "metrics.jsonl").exists():
         raise SpecError("hydra.run.dir", f"{run_dir} already holds a run; give another directory")
     times: dict = {}
-    warm = threading.Thread(target=_warm_charts, name="warm-charts", daemon=True)
     t = time.perf_counter()
     configure_jax()
     from compilers.charts.render import render_charts
@@ -111,8 +95,6 @@ def run_spec(spec: Spec, run_dir: Path, cwd: Path, *, progress: bool = True, t_s
     plan = compile_data(spec, data)
     times["plan_s"] = round(time.perf_counter() - t, 4)
 
-    if plan.charts:
-        warm.start()  # after the main imports: two threads importing at once only slow each other
     log = RunLog(run_dir)
     base = {"name": spec.name, "task": plan.task, "status": "running", "params": plan.model.total_params,
             "data": {"source": data.description, "sizes": data.sizes(), "input_shape": list(data.input_shape),
@@ -129,8 +111,6 @@ def run_spec(spec: Spec, run_dir: Path, cwd: Path, *, progress: bool = True, t_s
     finally:
         log.close()
     t = time.perf_counter()
-    if warm.ident is not None:
-        warm.join()
     record.summary = {**base, **record.summary, "status": "completed", "times": times}
     record.save(run_dir)
     rendered = render_charts(record, plan.charts, run_dir / "charts")
