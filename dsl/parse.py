@@ -172,8 +172,6 @@ def parse_options(cls: type, raw: Any, path: str, *, what: str = "option", skip_
         if key not in fields:
             if value is None and key in skip_none:
                 continue
-            if key == "_target_":
-                raise _err(sub, "specs never execute code: '_target_' is not allowed")
             raise _err(sub, unknown(what, key, fields))
         if value is None and key in skip_none:
             continue
@@ -250,8 +248,6 @@ def _check_keys(raw: dict, cls: type, path: str, extra: tuple = ()) -> None:
     names = [f.name for f in dataclasses.fields(cls) if f.name != "file"] + list(extra)
     for key in raw:
         sub = f"{path}.{key}" if path else str(key)
-        if key == "_target_":
-            raise _err(sub, "specs never execute code: '_target_' is not allowed")
         if key not in names:
             raise _err(sub, unknown("key", str(key), [n for n in names if n not in HYDRA_KEYS]))
 

@@ -225,13 +225,7 @@ def modules():
         def __call__(self, x, train: bool = False, mask=None):
             spatial(x, "transformer", 1, 1)
             d = x.shape[-1]
-            if d % self.heads:
-                raise LayerError((), f"{d} features do not split into {self.heads} heads")
-            att_mask = nn.make_attention_mask(mask, mask) if mask is not None else None
-            h = nn.LayerNorm(name="norm1")(x)
-            h = nn.MultiHeadDotProductAttention(
-                num_heads=self.heads, dropout_rate=self.dropout, deterministic=not train,
-                name="attention")(h, h, mask=att_mask, sow_weights=True)
+            h = Attention(self.heads, self.dropout, name="attention")(nn.LayerNorm(name="norm1")(x), train, mask)
             x = x + nn.Dropout(self.dropout, deterministic=not train)(h)
             h = nn.LayerNorm(name="norm2")(x)
             h = nn.Dense(self.mlp or 4 * d, name="mlp_in")(h)
