@@ -56,6 +56,20 @@ class RunRecord:
     embedding_layer: str | None = None
     attention: dict[str, np.ndarray] = field(default_factory=dict)
     # ^ attention/transformer layer index -> weights [k <= 8, heads, T, T] for the first k examples
+    data_sample: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    # ^ tabular data for the data charts, at most 2000 rows sampled evenly (tables only; empty for
+    #   images and tokens): {"raw": {column: [n] values (numbers as float, text as str)},
+    #   "prepared": {feature: [n] float32 training-split rows after prep}, "prepared_target": {"y": [n]}}
+    #   The raw sample covers all rows (every split); its target column is data["target"].
+    gradients: dict[str, np.ndarray] = field(default_factory=dict)
+    # ^ layer index -> [epochs] global norm of that layer's parameter gradients, averaged over the
+    #   epoch's steps (computed inside the compiled epoch)
+    weight_histograms: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    # ^ layer index -> {"counts": [epochs, 30] histogram of the layer's kernel (or first parameter) at
+    #   the end of each epoch, "edges": [31] fixed bins (the range of the initial and final weights, padded)}
+    decision_grid: dict[str, np.ndarray] = field(default_factory=dict)
+    # ^ two-feature classification only: {"x0": [G], "x1": [G] grid axes in prepared feature units,
+    #   "proba": [G, G, C] predicted probabilities at (x1[i], x0[j]) -> proba[i, j]}
     vocabulary: list[str] | None = None
     # ^ token id -> token for text data; id 0 is padding ("<pad>"), id 1 out-of-vocabulary ("<unk>")
     monitor: str | None = None                  # the early-stopping/best-epoch history key
@@ -76,8 +90,14 @@ class RunRecord:
         for layer, d in self.activations.items():
             for k, v in d.items():
                 arrays[f"act/{layer}/{k}"] = np.asarray(v)
+        for layer, d in self.weight_histograms.items():
+            for k, v in d.items():
+                arrays[f"wh/{layer}/{k}"] = np.asarray(v)
+        for stage, d in self.data_sample.items():
+            for k, v in d.items():
+                arrays[f"ds/{stage}/{k}"] = np.asarray(v)
         for group, d in (("ex", self.examples), ("fmap", self.feature_maps), ("emb", self.embedding),
-                         ("attn", self.attention)):
+                         ("attn", self.attention), ("grad", self.gradients), ("grid", self.decision_grid)):
             for k, v in d.items():
                 arrays[f"{group}/{k}"] = np.asarray(v)
         tmp = run_dir / "record.npz.tmp.npz"
@@ -105,10 +125,14 @@ class RunRecord:
                     rec.weights.setdefault(rest[0], {})[rest[1]] = z[key]
                 elif group == "lr":
                     rec.lr_curve[rest[0]] = z[key]
-                elif group in ("ex", "fmap", "emb", "attn"):
+                elif group in ("ex", "fmap", "emb", "attn", "grad", "grid"):
                     target = {"ex": rec.examples, "fmap": rec.feature_maps, "emb": rec.embedding,
-                              "attn": rec.attention}[group]
+                              "attn": rec.attention, "grad": rec.gradients, "grid": rec.decision_grid}[group]
                     target[rest[0]] = z[key]
+                elif group == "wh":
+                    rec.weight_histograms.setdefault(rest[0], {})[rest[1]] = z[key]
+                elif group == "ds":
+                    rec.data_sample.setdefault(rest[0], {})["/".join(rest[1:])] = z[key]
                 elif group == "act":
                     v = z[key]
                     rec.activations.setdefault(rest[0], {})[rest[1]] = v if v.ndim else float(v)

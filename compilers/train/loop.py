@@ -178,9 +178,10 @@ def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: 
 
     activations = activation_summary(plan.model.net, final_params, final_ms, data.x[probe_split],
                                      np.ones(data.x[probe_split].shape[0]))
-    from compilers.train.probes import collect
+    from compilers.train.probes import collect, data_sample, decision_grid
 
     probes = collect(plan, final_params, final_ms, data)
+    grid = decision_grid(plan, final_params, final_ms, data)
     times.update(compile_s=round(compile_s, 4), train_s=round(train_s, 4),
                  eval_s=round(time.perf_counter() - e0, 4))
 
@@ -199,7 +200,7 @@ def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: 
         monitor=tp.monitor, best_epoch=best_epoch, activations=activations,
         examples=probes["examples"], feature_maps=probes["feature_maps"], attention=probes["attention"],
         embedding=probes.get("embedding", {}), embedding_layer=probes.get("embedding_layer"),
-        vocabulary=getattr(data, "vocabulary", None),
+        vocabulary=getattr(data, "vocabulary", None), data_sample=data_sample(data), decision_grid=grid,
     )
     record.summary = {"metrics": final, "best_epoch": best_epoch, "best_value": best_value,
                       "monitor": tp.monitor, "epochs_run": len(history), "stopped_early": stopped_early,

@@ -177,3 +177,50 @@ def _spread(y: np.ndarray, task: str) -> np.ndarray:
     by_class = [np.flatnonzero(y == c) for c in np.unique(y)]
     order = [idx[i] for i in range(max(len(b) for b in by_class)) for idx in by_class if i < len(idx)]
     return np.asarray(order, dtype=np.int64)
+
+
+SAMPLE_ROWS = 2000     # rows of the data sample the data charts read
+GRID = 80              # decision-boundary grid points per axis
+
+
+def data_sample(data) -> dict:
+    """Raw and prepared table rows for the data charts (tables only), sampled evenly."""
+    out: dict = {}
+    raw = getattr(data, "raw", None)
+    if raw is not None and hasattr(raw, "columns"):
+        pick = np.unique(np.linspace(0, len(raw) - 1, min(SAMPLE_ROWS, len(raw))).astype(int))
+        cols = {}
+        for c in raw.columns:
+            v = raw[c].to_numpy()[pick]
+            try:
+                cols[str(c)] = np.asarray(v, dtype=np.float64)
+            except (TypeError, ValueError):
+                cols[str(c)] = np.asarray([("" if x is None else str(x)) for x in v], dtype=str)
+        out["raw"] = cols
+    x = data.x.get("train")
+    if x is not None and x.ndim == 2 and np.issubdtype(x.dtype, np.floating):
+        pick = np.unique(np.linspace(0, x.shape[0] - 1, min(SAMPLE_ROWS, x.shape[0])).astype(int))
+        out["prepared"] = {str(name): x[pick, j].astype(np.float32) for j, name in enumerate(data.feature_names)}
+        out["prepared_target"] = {"y": np.asarray(data.y["train"])[pick]}
+    return out
+
+
+def decision_grid(plan, params, model_state, data) -> dict:
+    """Predicted probabilities over a grid of the two prepared features (two-feature classification)."""
+    import jax
+
+    x = data.x.get("train")
+    if plan.task != "classification" or x is None or x.ndim != 2 or x.shape[1] != 2 \
+            or not np.issubdtype(x.dtype, np.floating):
+        return {}
+    from compilers.train.metrics import probabilities
+
+    allx = np.concatenate([v for v in data.x.values() if v.shape[0]], axis=0)
+    lo, hi = allx.min(0), allx.max(0)
+    pad = 0.1 * np.maximum(hi - lo, 1e-6)
+    g0 = np.linspace(lo[0] - pad[0], hi[0] + pad[0], GRID, dtype=np.float32)
+    g1 = np.linspace(lo[1] - pad[1], hi[1] + pad[1], GRID, dtype=np.float32)
+    mesh = np.stack(np.meshgrid(g0, g1), axis=-1).reshape(-1, 2)      # row i: x1 = g1[i // G], x0 = g0[i % G]
+    out = jax.jit(lambda p, s, m: probabilities(plan.model.net.apply({"params": p, **s}, m, train=False),
+                                                plan.train.binary_logit))(params, model_state, mesh)
+    return {"x0": g0, "x1": g1, "proba": np.asarray(out, np.float32).reshape(GRID, GRID, -1)}
