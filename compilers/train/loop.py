@@ -114,6 +114,8 @@ def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: 
     best_value, best_epoch, best_state, since_best = None, None, None, 0
     bar = _Progress(tp.epochs, spec.name, tp.monitor, progress)
     copy = jax.jit(lambda t: jax.tree_util.tree_map(jnp.copy, t))
+    edges = programs.hist_edges(state.params)   # fixed bins of the weight histograms (initial weights)
+    hists, grad_norms = [], []
     compile_s = 0.0
     stopped_early = False
     try:
@@ -121,7 +123,9 @@ def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: 
             e0 = time.perf_counter()
             key = jax.random.fold_in(base_key, epoch)
             state, stats, vstats = programs.train_epoch(state, *train_xy, key, dev.get("val"))
+            hists.append(programs.weight_hist(state.params, edges))  # on the device, [layers, bins]
             stats, vstats = jax.device_get((stats, vstats))
+            grad_norms.append(np.asarray(stats.pop("grad_norm")) / tp.steps_per_epoch)
             row = {"epoch": epoch, **_metrics_of(stats, tp.metrics)}
             if vstats is not None:
                 row.update(_metrics_of(vstats, tp.metrics, "val_"))
@@ -173,6 +177,11 @@ def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: 
         else:
             entry["y_pred"] = np.asarray(out[..., 0], dtype=np.float32)
         predictions[split] = entry
+    hist_counts, hist_edges = jax.device_get((jnp.stack(hists), edges)) if hists else (None, None)
+    weight_histograms = {} if hist_counts is None else {
+        layer: {"counts": np.asarray(hist_counts[:, i]), "edges": np.asarray(hist_edges[i])}
+        for i, layer in enumerate(programs.grad_layers)}
+    gradients = {layer: np.asarray([g[i] for g in grad_norms]) for i, layer in enumerate(programs.grad_layers)}
     probe_split = next(s for s in ("val", "test", "train") if s in dev)
     from compilers.train.probes import activation_summary
 
@@ -201,6 +210,7 @@ def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: 
         examples=probes["examples"], feature_maps=probes["feature_maps"], attention=probes["attention"],
         embedding=probes.get("embedding", {}), embedding_layer=probes.get("embedding_layer"),
         vocabulary=getattr(data, "vocabulary", None), data_sample=data_sample(data), decision_grid=grid,
+        gradients=gradients, weight_histograms=weight_histograms,
     )
     record.summary = {"metrics": final, "best_epoch": best_epoch, "best_value": best_value,
                       "monitor": tp.monitor, "epochs_run": len(history), "stopped_early": stopped_early,

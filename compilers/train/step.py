@@ -21,6 +21,7 @@ from compilers.train.metrics import batch_stats
 from compilers.train.optim import make_optimizer, make_schedule
 
 EVAL_BATCH = 2048  # rows per evaluation minibatch
+HIST_BINS = 30     # bins of the per-epoch weight histograms
 
 
 @struct.dataclass
@@ -40,6 +41,9 @@ class Programs:
     evaluate_predict: Callable  # (params, model_state, X, Y, W) -> (stats, outputs [batches*batch, ...])
     schedule: Callable     # step -> learning rate
     tx: Any
+    grad_layers: tuple     # layer indices ("0", "3", ...) of stats["grad_norm"] entries
+    weight_hist: Callable  # (params, edges) -> [layers, bins] histogram counts of each layer's weights
+    hist_edges: Callable   # (params) -> [layers, bins + 1] fixed bins from the initial weights
 
 
 def _padded_batches(key, n: int, batch: int, shuffle: bool):
@@ -83,6 +87,8 @@ def make_programs(plan) -> Programs:
                        with_hist=tp.with_hist)
     input_shape = plan.input_shape
     n_train, batch = plan.sizes["train"], tp.batch_size
+    # top-level layers that have parameters, in layer order: "layers_0", "layers_3", ...
+    layer_keys = sorted((plan.model.variable_shapes or {}).get("params", {}), key=lambda k: int(k.split("_")[1]))
 
     def init(seed):
         key = jax.random.key(seed)
@@ -109,10 +115,12 @@ def make_programs(plan) -> Programs:
             return loss, (out, model_state)
 
         (loss, (out, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        grad_norm = jnp.stack([optax.global_norm(grads[k]) for k in layer_keys]) if layer_keys else jnp.zeros(0)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         stats = stats_of(jax.lax.stop_gradient(out), y, w)
         stats["loss"] = loss * w.sum()
+        stats["grad_norm"] = grad_norm  # summed over the epoch's steps; the loop divides
         return state.replace(params=params, opt_state=opt_state, model_state=model_state,
                              step=state.step + 1), stats
 
@@ -168,5 +176,31 @@ def make_programs(plan) -> Programs:
                 state, acc = step_acc(state, acc, X, Y, idx, w, k)
             return state, acc, None if val is None else evaluate(state.params, state.model_state, *val)
 
-    return Programs(init=jax.jit(init, static_argnums=0), train_epoch=train_epoch, evaluate=evaluate,
+    def layer_weights(params):
+        """Each layer's weights as one vector: its kernels/embeddings, else all its parameters."""
+        out = []
+        for k in layer_keys:
+            leaves = jax.tree_util.tree_leaves_with_path(params[k])
+            main = [v for path, v in leaves if str(getattr(path[-1], "key", "")) in ("kernel", "embedding")]
+            out.append(jnp.concatenate([v.ravel() for v in (main or [v for _, v in leaves])]))
+        return out
+
+    @jax.jit
+    def hist_edges(params):
+        rows = []
+        for v in layer_weights(params):
+            m = jnp.maximum(2.0 * jnp.max(jnp.abs(v)), 1e-3)
+            rows.append(jnp.linspace(-m, m, HIST_BINS + 1))
+        return jnp.stack(rows) if rows else jnp.zeros((0, HIST_BINS + 1))
+
+    @jax.jit
+    def weight_hist(params, edges):
+        rows = []
+        for v, e in zip(layer_weights(params), edges):
+            b = jnp.clip(((v - e[0]) / (e[-1] - e[0]) * HIST_BINS).astype(jnp.int32), 0, HIST_BINS - 1)
+            rows.append(jnp.bincount(b, length=HIST_BINS).astype(jnp.float32))
+        return jnp.stack(rows) if rows else jnp.zeros((0, HIST_BINS))
+
+    return Programs(grad_layers=tuple(k.split("_")[1] for k in layer_keys), weight_hist=weight_hist,
+                    hist_edges=hist_edges, init=jax.jit(init, static_argnums=0), train_epoch=train_epoch, evaluate=evaluate,
                     evaluate_predict=evaluate_predict, schedule=schedule, tx=tx)
