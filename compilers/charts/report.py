@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -107,13 +108,14 @@ def _data_line(data: dict) -> str:
     if not data:
         return ""
     parts = []
-    if data.get("description"):
-        parts.append(str(data["description"]))
-    elif data.get("source") is not None:
-        parts.append(str(data["source"]))
-    if data.get("n_rows") is not None:
+    described = str(data.get("description") or data.get("source") or "")
+    if described:
+        parts.append(described)
+    # The loader's description (the trainer stores it as `source`) already says "N rows, M
+    # features": do not repeat it.
+    if data.get("n_rows") is not None and " rows" not in described:
         parts.append(f"{_fmt(data['n_rows'])} rows")
-    if data.get("n_features") is not None:
+    if data.get("n_features") is not None and " features" not in described:
         parts.append(f"{_fmt(data['n_features'])} features")
     shape = data.get("input_shape")
     if shape:
@@ -161,68 +163,136 @@ def _facts(record: Any) -> str:
 
 
 CSS = """
+*{box-sizing:border-box}
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#222;background:#fafafa}
 header{background:#fff;border-bottom:1px solid #ddd;padding:16px 28px}
-h1{font-size:22px;margin:0 0 8px}
+h1{font-size:22px;margin:0 0 8px;overflow-wrap:anywhere}
 h2{font-size:18px;margin:28px 0 12px;border-bottom:1px solid #ddd;padding-bottom:4px}
+h2 .top{font-size:12px;font-weight:normal;margin-left:10px;text-decoration:none;color:#999}
 dl{display:grid;grid-template-columns:max-content auto;gap:2px 14px;margin:8px 0;font-size:14px}
-dt{color:#666}dd{margin:0}
+dt{color:#666}dd{margin:0;overflow-wrap:anywhere}
 table.metrics{border-collapse:collapse;font-size:13px;margin-top:8px}
 table.metrics th,table.metrics td{padding:3px 10px;border-bottom:1px solid #eee;text-align:right}
 table.metrics thead th{color:#666;font-weight:normal}
 table.metrics tbody th{text-align:left}
-nav{font-size:14px;margin-top:10px}nav a{margin-right:14px}
+nav.toc{font-size:14px;margin-top:14px}
+nav.toc h2{font-size:13px;text-transform:uppercase;letter-spacing:.05em;color:#666;border:0;margin:0 0 6px;padding:0}
+nav.toc>ol{list-style:none;margin:0;padding:0;display:flex;flex-wrap:wrap;gap:8px 40px}
+nav.toc>ol>li>a{font-weight:600}
+nav.toc ul{list-style:none;margin:4px 0 0;padding:0 0 0 12px;border-left:2px solid #e3e3e3}
+nav.toc ul li{margin:2px 0}
+nav.toc .muted{color:#999;font-size:12px}
 main{padding:0 28px 40px}
-.charts{display:flex;flex-wrap:wrap;gap:18px}
+.charts{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
 figure{margin:0;background:#fff;border:1px solid #e3e3e3;border-radius:6px;padding:12px;max-width:100%;overflow-x:auto}
-.skipped{font-size:13px;color:#666}.skipped code{color:#333}
-.error{color:#b00;font-size:13px}
-figcaption{font-size:12px;color:#888;margin-top:6px;text-align:right}
+figcaption{font-size:12px;color:#888;margin-top:6px;display:flex;gap:10px;justify-content:flex-end;align-items:baseline}
+figcaption .warn{color:#a60;margin-right:auto}
+a.dl{font-size:12px;text-decoration:none;border:1px solid #cfdcea;border-radius:3px;padding:1px 6px;background:#f5f9fd}
+a.dl:hover{background:#e6f0fa}
+.skipped{font-size:13px;color:#666;margin:12px 0 0;padding-left:18px}
+.skipped li{margin:3px 0;overflow-wrap:anywhere}.skipped code{color:#333}
+.error{color:#b00;font-size:13px;max-width:480px}
+.empty{color:#666;font-size:14px}
 a{color:#2a6fb0}
 """
 
+# Runs after the bundle: one vegaEmbed per chart, then the download links. PNG and SVG come from
+# the drawn view (view.toImageURL), JSON is the embedded spec as a Blob: all in the page, offline.
+CHARTS_JS = """(function(){
+var opts=%(opts)s;
+var charts=%(charts)s;
+function save(url,name){var a=document.createElement('a');a.href=url;a.download=name;
+document.body.appendChild(a);a.click();a.remove();}
+charts.forEach(function(c){
+  var el=document.getElementById(c.id);
+  var fig=el.closest('figure');
+  var json=fig.querySelector('a.dl[data-format="json"]');
+  json.href=URL.createObjectURL(new Blob([JSON.stringify(c.spec,null,2)],{type:'application/json'}));
+  var drawn=vegaEmbed(el,c.spec,opts);
+  fig.querySelectorAll('a.dl[data-format="png"],a.dl[data-format="svg"]').forEach(function(a){
+    a.addEventListener('click',function(ev){
+      ev.preventDefault();
+      var fmt=a.getAttribute('data-format');
+      drawn.then(function(res){return res.view.toImageURL(fmt,fmt==='png'?2:1);})
+           .then(function(url){save(url,a.getAttribute('download'));})
+           .catch(function(err){console.error('export of '+c.name+' failed:',err);});
+    });
+  });
+  drawn.then(function(){el.setAttribute('data-state','drawn');}).catch(function(err){
+    el.setAttribute('data-state','error');el.className='chart error';
+    el.textContent='This chart could not be drawn: '+err;
+    console.error('chart '+c.name+' could not be drawn:',err);
+  });
+});
+})();"""
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in str(text).lower())
+
+
+def _ordered_sections(rendered: list) -> list[tuple[str, list]]:
+    """(section, charts) in SECTIONS order, then any other section in first-seen order."""
+    groups: dict[str, list] = {}
+    for r in rendered:
+        groups.setdefault(r.section or "Other", []).append(r)
+    names = [s for s in SECTIONS if s in groups] + [s for s in groups if s not in SECTIONS]
+    return [(s, groups[s]) for s in names]
+
+
+def _is_drawn(r: Any) -> bool:
+    return r.skipped is None and r.spec is not None
+
+
+def _figure(r: Any) -> str:
+    cid = e(f"chart-{r.name}")
+    links = "".join(
+        f'<a class="dl" href="#" data-format="{fmt}" download="{e(r.name)}.{ext}" '
+        f'title="Download this chart as {label}">{label}</a>'
+        for fmt, ext, label in (("png", "png", "PNG"), ("svg", "svg", "SVG"), ("json", "vl.json", "JSON")))
+    warn = f'<span class="warn">{e(r.warning)}</span>' if r.warning else ""
+    return (f'<figure id="fig-{e(r.name)}" aria-label="{e(r.title)}">'
+            f'<div class="chart" id="{cid}" data-name="{e(r.name)}"></div>'
+            f'<figcaption>{warn}{links}</figcaption></figure>')
+
 
 def write_report(record: Any, rendered: Iterable[Any], path: Path) -> None:
-    """Writes the run's report.html (to a temporary file first, then renames it into place)."""
+    """Writes the run's report.html (to a temporary file first, then renames it into place).
+
+    Sections in SECTIONS order (Data, Training, Model, Evaluation, Interpretation; anything else
+    after), each with an anchor; a table of contents linking to every section and chart; every
+    drawn chart downloadable as PNG, SVG and JSON from the page; charts that could not be drawn
+    listed in their section with the one-line reason.
+    """
     rendered = list(rendered)
     path = Path(path)
-    order = {s: i for i, s in enumerate(SECTIONS)}
-    sections: dict[str, list] = {}
-    for r in sorted(rendered, key=lambda r: order.get(r.section, len(order))):
-        sections.setdefault(r.section, []).append(r)
 
     toc, body, calls = [], [], []
-    for section, group in sections.items():
-        anchor = "section-" + "".join(ch if ch.isalnum() else "-" for ch in section.lower())
-        drawn = [r for r in group if r.skipped is None and r.spec is not None]
-        skipped = [r for r in group if r.skipped is not None or r.spec is None]
-        links = ", ".join(f'<a href="#chart-{e(r.name)}">{e(r.title)}</a>' for r in drawn)
-        toc.append(f'<li><a href="#{anchor}">{e(section)}</a>' + (f": {links}" if links else "") + "</li>")
-        body.append(f'<section id="{anchor}"><h2>{e(section)}</h2><div class="charts">')
-        for r in drawn:
-            # Links to the chart's files, relative to the run directory where the report lives.
-            links = " · ".join(f'<a href="{e(f)}">{e(f.rsplit(".", 1)[-1] if not f.endswith(".vl.json") else "vl.json")}</a>'
-                               for f in r.files)
-            caption = f'<figcaption>{links}</figcaption>' if links else ""
-            body.append(f'<figure id="fig-{e(r.name)}"><div id="chart-{e(r.name)}"></div>{caption}</figure>')
-            calls.append((f"chart-{r.name}", r.spec))
-        body.append("</div>")
+    for section, group in _ordered_sections(rendered):
+        anchor = e("section-" + _slug(section))
+        drawn = [r for r in group if _is_drawn(r)]
+        skipped = [r for r in group if not _is_drawn(r)]
+        entries = [f'<li><a href="#chart-{e(r.name)}">{e(r.title)}</a></li>' for r in drawn]
+        entries += [f'<li><a href="#chart-{e(r.name)}">{e(r.title)}</a> <span class="muted">(not drawn)</span></li>'
+                    for r in skipped]
+        toc.append(f'<li><a href="#{anchor}">{e(section)}</a><ul>{"".join(entries)}</ul></li>')
+        body.append(f'<section id="{anchor}"><h2>{e(section)}'
+                    f'<a class="top" href="#contents" title="Back to the contents">↑ contents</a></h2>')
+        if drawn:
+            body.append('<div class="charts">' + "".join(_figure(r) for r in drawn) + "</div>")
+            calls += [{"id": f"chart-{r.name}", "name": r.name, "spec": r.spec} for r in drawn]
         if skipped:
             body.append('<ul class="skipped">' + "".join(
-                f"<li><code>{e(r.name)}</code> not drawn: {e(r.skipped or 'no spec')}</li>" for r in skipped)
-                + "</ul>")
+                f'<li id="chart-{e(r.name)}"><b>{e(r.title)}</b> (<code>{e(r.name)}</code>) not drawn: '
+                f'{e(r.skipped or "no spec")}</li>' for r in skipped) + "</ul>")
         body.append("</section>")
+    if not rendered:
+        body.append('<p class="empty">This run asked for no charts.</p>')
 
-    bundle = javascript_bundle()
-    if "</script" in bundle.lower():  # not the case in vl-convert 1.9; cheap insurance
-        bundle = bundle.replace("</script", "<\\/script").replace("</SCRIPT", "<\\/SCRIPT")
-    charts_js = (
-        "(function(){var opts=" + script_safe_json(EMBED_OPTIONS) + ";var charts="
-        + script_safe_json([{"id": i, "spec": s} for i, s in calls]) + ";"
-        "charts.forEach(function(c){vegaEmbed('#'+c.id,c.spec,opts).catch(function(err){"
-        "var el=document.getElementById(c.id);el.className='error';"
-        "el.textContent='This chart could not be drawn: '+err;});});})();"
-    )
+    bundle = re.sub(r"</(script)", r"<\\/\1", javascript_bundle(), flags=re.IGNORECASE)
+    charts_js = CHARTS_JS % {"opts": script_safe_json(EMBED_OPTIONS), "charts": script_safe_json(calls)}
+    nav = (f'<nav class="toc" id="contents" aria-label="Contents"><h2>Contents</h2><ol>{"".join(toc)}</ol></nav>'
+           if toc else "")
     title = f"{record.name} · report"
     page = f"""<!DOCTYPE html>
 <html lang="en">
@@ -238,7 +308,7 @@ def write_report(record: Any, rendered: Iterable[Any], path: Path) -> None:
 <h1>{e(record.name)}</h1>
 <dl>{_facts(record)}</dl>
 {_metrics_table(record.summary or {})}
-<nav><ul style="margin:6px 0;padding-left:18px">{''.join(toc)}</ul></nav>
+{nav}
 </header>
 <main>
 {''.join(body)}

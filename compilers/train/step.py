@@ -115,7 +115,7 @@ def make_programs(plan) -> Programs:
             return loss, (out, model_state)
 
         (loss, (out, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        grad_norm = jnp.stack([optax.global_norm(grads[k]) for k in layer_keys]) if layer_keys else jnp.zeros(0)
+        grad_norm = jnp.stack([optax.tree.norm(grads[k]) for k in layer_keys]) if layer_keys else jnp.zeros(0)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         stats = stats_of(jax.lax.stop_gradient(out), y, w)
