@@ -92,6 +92,7 @@ def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: 
 
     from compilers.runs.checkpoint import Checkpoints
     from compilers.train.metrics import probabilities
+    from compilers.train import step as step_module
     from compilers.train.step import eval_batch_size, make_programs, pad_split
 
     times = times if times is not None else {}
@@ -123,7 +124,8 @@ def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: 
             e0 = time.perf_counter()
             key = jax.random.fold_in(base_key, epoch)
             state, stats, vstats = programs.train_epoch(state, *train_xy, key, dev.get("val"))
-            hists.append(programs.weight_hist(state.params, edges))  # on the device, [layers, bins]
+            if step_module.PROBES:
+                hists.append(programs.weight_hist(state.params, edges))  # on the device, [layers, bins]
             stats, vstats = jax.device_get((stats, vstats))
             grad_norms.append(np.asarray(stats.pop("grad_norm")) / tp.steps_per_epoch)
             row = {"epoch": epoch, **_metrics_of(stats, tp.metrics)}
