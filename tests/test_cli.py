@@ -30,6 +30,9 @@ def test_run_as_a_user_types_it(tmp_path):
     assert "Traceback" not in p.stderr
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["params"] == 4 * 16 + 16 + 16 * 32 + 32 + 32 * 3 + 3
+    # the persistent compilation cache is on by default: the run wrote its compiled programs there
+    cache = Path(os.environ["DSL_CACHE_DIR"]) / "jax"
+    assert cache.is_dir() and any(cache.iterdir())
 
 
 def test_multirun_writes_one_run_per_job_and_sweep_jsonl(tmp_path):
