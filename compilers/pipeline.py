@@ -8,7 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
-from dsl.errors import SpecError
+from dsl.errors import RunFailed, SpecError
 from dsl.spec import Spec
 
 
@@ -111,7 +111,7 @@ def run_spec(spec: Spec, run_dir: Path, cwd: Path, *, progress: bool = True, t_s
     finally:
         log.close()
     t = time.perf_counter()
-    record.summary = {**base, **record.summary, "status": "completed", "times": times}
+    record.summary = {**base, "status": "completed", **record.summary, "times": times}
     record.save(run_dir)
     rendered = render_charts(record, plan.charts, run_dir / "charts")
     times["charts_s"] = round(time.perf_counter() - t, 4)
@@ -119,6 +119,8 @@ def run_spec(spec: Spec, run_dir: Path, cwd: Path, *, progress: bool = True, t_s
     record.summary["charts"] = {r.name: (r.skipped or "ok") for r in rendered}
     write_report(record, rendered, run_dir / "report.html")
     log.summary(record.summary)
+    if record.summary["status"] == "failed":  # the charts of the history so far are written first
+        raise RunFailed(f"{spec.name}: {record.summary['reason']}; report: {run_dir / 'report.html'}")
     return record.summary
 
 

@@ -58,3 +58,7 @@ def unknown(kind: str, word: str, choices: Iterable[str]) -> str:
         return f"unknown {kind} '{word}'{hint}"
     listed = ", ".join(choices[:12]) + (", ..." if len(choices) > 12 else "")
     return f"unknown {kind} '{word}'; expected one of: {listed}"
+
+
+class RunFailed(Exception):
+    """Training ran but failed (e.g. the loss became NaN); the run directory holds what was done."""

@@ -119,3 +119,19 @@ def test_plot_rerenders_a_finished_run(cli, tmp_path, monkeypatch):
 def test_unknown_command(cli):
     code, _, err = cli("trian")
     assert code == 2 and "did you mean 'train'" not in err and "unknown command 'trian'" in err
+
+
+def test_nan_loss_fails_the_run_with_one_line_and_keeps_its_charts(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = "\n".join(f"{i / 100},{i * 1e25}" for i in range(100))   # the squared error overflows float32
+    (tmp_path / "huge.csv").write_text("x,y\n" + rows + "\n")
+    (tmp_path / "huge.yaml").write_text("name: huge\ndata: {source: huge.csv, target: y}\n"
+                                        "model: {layers: [{dense: 4}]}\ntrain: {epochs: 5}\nplots: [learning_curves]\n")
+    code, _, err = cli("run", "conf=huge.yaml", "hydra.run.dir=run")
+    assert code == 1
+    (line,) = [l for l in err.splitlines() if "training loss became" in l]
+    assert line.startswith("huge: the training loss became nan at epoch 1")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "nan" in summary["reason"]
+    assert (tmp_path / "run" / "charts" / "learning_curves.png").is_file()
+    assert "Traceback" not in err

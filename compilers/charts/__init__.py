@@ -8,7 +8,8 @@ are separate modules.
 from __future__ import annotations
 
 from compilers.charts import evaluation, model, training  # noqa: F401  (register the charts)
-from compilers.charts import interpret  # noqa: F401,E402  (registered last: listed after the others)
+from compilers.charts import interpret  # noqa: F401,E402  (registered after: listed after the others)
+from compilers.charts import data  # noqa: F401,E402  (after interpret: `samples` leads the Data section)
 from compilers.charts.base import SECTIONS, ChartSkip
 from dsl.registry import CHARTS
 from dsl.spec import Item

@@ -160,3 +160,30 @@ def tick_values(n: int, most: int = 16) -> list[int]:
     # A round step (2, 5, 10, 20, 50, ...) reads better than 7 or 13.
     step = next(s for p in range(12) for s in (1 * 10 ** p, 2 * 10 ** p, 5 * 10 ** p) if s >= need)
     return list(range(0, n, step))
+
+
+# --- layers ----------------------------------------------------------------------------------
+
+def index_key(index: str) -> tuple:
+    """Sort key of a layer index: '2' < '2.1' < '10'."""
+    return tuple(int(p) if p.isdigit() else 0 for p in str(index).split("."))
+
+
+def layer_label(record: Any, index: str) -> str:
+    """'0 dense (relu)', '4 head': a layer's index and kind as `validate` prints them."""
+    info = next((r for r in record.layers if str(r.get("index")) == str(index)), None)
+    if not info:
+        return f"layer {index}"
+    if info.get("path") == "model.head":
+        return f"{index} head"
+    kind = str(info.get("kind", "layer"))
+    act = info.get("activation")
+    return f"{index} {kind}" + (f" ({act})" if act and act != kind else "")
+
+
+def history_epochs(record: Any, n: int) -> list[float]:
+    """Epoch numbers of n per-epoch values: the history's own where it has n epochs, else 1..n."""
+    epochs = [num(h.get("epoch")) for h in record.history]
+    if len(epochs) == n and all(e is not None for e in epochs):
+        return [float(e) for e in epochs]
+    return [float(e) for e in range(1, n + 1)]

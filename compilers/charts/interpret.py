@@ -961,3 +961,136 @@ def attention(record, options: AttentionOptions):
     chart = panels[0] if len(panels) == 1 else alt.hconcat(*panels, spacing=28)
     return data.attach(chart.properties(title=title(
         options, f"Attention weights of {layer_name(record, layer)}", notes)))
+
+
+# --- decision boundary ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DecisionBoundaryOptions(ChartOptions):
+    points: Literal["test", "train", "none"] = opt(
+        "test", "points drawn over the regions: the recorded test examples, the training sample, or none")
+    cells: int = opt(50, "grid cells per axis (the recorded grid is averaged down to this)", ge=10, le=70)
+
+
+@CHARTS.register("decision_boundary", DecisionBoundaryOptions, section="Interpretation",
+                 tasks=("classification",), auto=False, inputs=("tabular",))
+def decision_boundary(record, options: DecisionBoundaryOptions):
+    """Two-feature classification: the predicted class over the plane of the two features.
+
+    Each grid cell is coloured by the class the model predicts there, paler where it is less
+    sure (the probability of that class); the points are examples coloured by their true class,
+    wrong predictions outlined in black. Axes are in prepared feature units.
+    """
+    import altair as alt
+
+    if record.task != "classification":
+        raise ChartSkip(f"decision_boundary applies to classification, and this run is {record.task}")
+    grid = record.decision_grid or {}
+    if not grid or "proba" not in grid:
+        n = (record.data or {}).get("n_features") or len(record.feature_names or [])
+        raise ChartSkip("decision_boundary draws models of two features"
+                        + (f"; this one has {n}" if n and n != 2 else "; the run recorded no decision grid"))
+    x0, x1 = np.asarray(grid["x0"], dtype=float), np.asarray(grid["x1"], dtype=float)
+    proba = np.asarray(grid["proba"], dtype=float)
+    if proba.ndim == 2:
+        proba = proba[..., None]
+    if proba.shape[-1] == 1:                     # one sigmoid column: P(class 1)
+        proba = np.concatenate([1 - proba, proba], axis=-1)
+    if proba.shape[:2] != (len(x1), len(x0)) or len(x0) < 2 or len(x1) < 2:
+        raise ChartSkip(f"the decision grid has shape {list(proba.shape)} for axes of {len(x1)} and {len(x0)} points")
+    k = proba.shape[-1]
+    names = class_names(record, k)
+    feats = list(record.feature_names or [])
+    feats = feats if len(feats) == 2 else ["feature 0", "feature 1"]
+    # Average the grid down to at most `cells` per axis (blocks of f x f points).
+    f = max(1, math.ceil(max(len(x0), len(x1)) / options.cells))
+    g1, g0 = len(x1) // f, len(x0) // f
+    p = proba[:g1 * f, :g0 * f].reshape(g1, f, g0, f, k).mean(axis=(1, 3))
+    c0 = x0[:g0 * f].reshape(g0, f).mean(1)
+    c1 = x1[:g1 * f].reshape(g1, f).mean(1)
+    step0 = (x0[-1] - x0[0]) / (len(x0) - 1) * f
+    step1 = (x1[-1] - x1[0]) / (len(x1) - 1) * f
+    cells = []
+    for i in range(g1):
+        for j in range(g0):
+            q = p[i, j]
+            if not np.isfinite(q).all():
+                continue
+            c = int(q.argmax())
+            cells.append({"a0": float(c0[j] - step0 / 2), "b0": float(c0[j] + step0 / 2),
+                          "a1": float(c1[i] - step1 / 2), "b1": float(c1[i] + step1 / 2),
+                          "x0": float(c0[j]), "x1": float(c1[i]), "predicted": names[c], "p": float(q[c])})
+    if not cells:
+        raise ChartSkip("the decision grid's probabilities are all NaN")
+    notes = [f"predicted class over a {g0} x {g1} grid"
+             + (f" (the recorded {len(x0)} x {len(x1)} averaged in {f} x {f} blocks)" if f > 1 else "")
+             + "; paler where the model is less sure"]
+    # The points: recorded test examples, or the training sample of the prepared data.
+    pts = []
+    if options.points == "test":
+        x = np.asarray(record.examples.get("x", np.zeros((0, 2))) if record.examples else np.zeros((0, 2)), dtype=float)
+        outs = outcomes(record, len(x)) if x.ndim == 2 and x.shape[1] == 2 else []
+        for o, row in zip(outs, x):
+            if np.isfinite(row).all():
+                pts.append({"v0": float(row[0]), "v1": float(row[1]), "true": o["true"], "pred": o["pred"],
+                            "outcome": "right" if o["correct"] else "wrong" if o["correct"] is False else "unknown"})
+        what = f"{len(pts)} test examples"
+    elif options.points == "train":
+        prep = (record.data_sample or {}).get("prepared") or {}
+        y = ((record.data_sample or {}).get("prepared_target") or {}).get("y")
+        cols = [np.asarray(prep[c], dtype=float) for c in list(prep)[:2]] if len(prep) == 2 else []
+        if cols and y is not None and len(y) == len(cols[0]):
+            y = np.asarray(y).astype(int)
+            keep = sample_rows = np.flatnonzero(np.isfinite(cols[0]) & np.isfinite(cols[1]))
+            if len(sample_rows) > 1500:
+                keep = sample_rows[np.linspace(0, len(sample_rows) - 1, 1500).astype(int)]
+            for r in keep:
+                pts.append({"v0": float(cols[0][r]), "v1": float(cols[1][r]),
+                            "true": names[y[r]] if 0 <= y[r] < k else str(y[r]), "pred": None, "outcome": "unknown"})
+        what = f"{len(pts)} training rows"
+    else:
+        what = ""
+    if pts:
+        wrong = sum(p_["outcome"] == "wrong" for p_ in pts)
+        notes.append(f"points: {what}, coloured by true class"
+                     + (f"; {wrong} wrong prediction{'s' * (wrong != 1)} outlined in black" if wrong else ""))
+    elif options.points != "none":
+        notes.append(f"no {options.points} points recorded to draw")
+    classes = list(names)
+    lo0 = min(float(x0[0]), min((q["v0"] for q in pts), default=np.inf))
+    hi0 = max(float(x0[-1]), max((q["v0"] for q in pts), default=-np.inf))
+    lo1 = min(float(x1[0]), min((q["v1"] for q in pts), default=np.inf))
+    hi1 = max(float(x1[-1]), max((q["v1"] for q in pts), default=-np.inf))
+    sx = alt.Scale(domain=[lo0, hi0], nice=False, zero=False)
+    sy = alt.Scale(domain=[lo1, hi1], nice=False, zero=False)
+    color_scale = alt.Scale(domain=classes, scheme="tableau10" if len(classes) <= 10 else "tableau20")
+    width, height = size(options, 420, 380)
+    data = DataSets()
+    top = 1.0 / k
+    regions = alt.Chart(data("grid", cells)).mark_rect().encode(
+        x=alt.X("a0:Q", title=f"{feats[0]} (prepared)", scale=sx), x2="b0:Q",
+        y=alt.Y("a1:Q", title=f"{feats[1]} (prepared)", scale=sy), y2="b1:Q",
+        color=alt.Color("predicted:N", title="class", scale=color_scale,
+                        legend=alt.Legend(symbolType="square", columns=1 if len(classes) <= 16 else 2)),
+        opacity=alt.Opacity("p:Q", title="probability", scale=alt.Scale(domain=[top, 1], range=[0.08, 0.6]),
+                            legend=alt.Legend(format=".0%", values=[round(top + (1 - top) * t, 2) for t in (0, 0.5, 1)])),
+        tooltip=[alt.Tooltip("x0:Q", title=feats[0], format=".3~g"), alt.Tooltip("x1:Q", title=feats[1], format=".3~g"),
+                 alt.Tooltip("predicted:N", title="predicted class"), alt.Tooltip("p:Q", title="probability", format=".1%")],
+    )
+    layers = [regions]
+    if pts:
+        style = point_style(len(pts))
+        layers.append(alt.Chart(data("points", pts)).mark_point(
+            filled=True, size=max(style["size"], 30) if options.points == "test" else style["size"], opacity=0.95).encode(
+            x=alt.X("v0:Q", scale=sx), y=alt.Y("v1:Q", scale=sy),
+            color=alt.Color("true:N", scale=color_scale, legend=None),
+            stroke=alt.condition("datum.outcome == 'wrong'", alt.value("#111"), alt.value("white")),
+            strokeWidth=alt.condition("datum.outcome == 'wrong'", alt.value(2), alt.value(0.8)),
+            tooltip=[alt.Tooltip("true:N", title="true class"), alt.Tooltip("pred:N", title="predicted"),
+                     alt.Tooltip("v0:Q", title=feats[0], format=".3~g"), alt.Tooltip("v1:Q", title=feats[1], format=".3~g")],
+        ).add_params(alt.selection_interval(bind="scales")))
+    else:
+        layers[0] = regions.add_params(alt.selection_interval(bind="scales"))
+    notes.append("drag to pan, scroll to zoom")
+    return data.attach(alt.layer(*layers).properties(width=width, height=height,
+                                                      title=title(options, "Decision boundary", notes)))

@@ -1,14 +1,15 @@
-"""Model charts: the architecture table and a layer's weights."""
+"""Model charts: the architecture, a layer's weights, activations, weight histograms, activation functions."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 
-from compilers.charts.base import MAX_ROWS, ChartSkip, DataSets, clamp, fmt_int, size, tick_values, title
+from compilers.charts.base import (MAX_ROWS, ChartSkip, DataSets, clamp, even_indices, fmt_int, history_epochs,
+                                   index_key, layer_label, size, tick_values, title)
 from dsl.registry import CHARTS, opt
 from dsl.spec import ChartOptions
 
@@ -326,3 +327,207 @@ def activations(record, options: ActivationsOptions):
     ).resolve_scale(x="independent", y="independent")
     return data.attach(chart.properties(title=title(
         options, "Activations", "output of each layer on validation data after training (share of values per bin)")))
+
+
+# --- weight histograms -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WeightHistogramsOptions(ChartOptions):
+    layers: Optional[tuple[str, ...]] = opt(None, "layer indices to show; default: every recorded layer (at most 12)")
+    columns: int = opt(3, "panels per row", gt=0, le=8)
+    color_scale: Literal["sqrt", "linear", "log"] = opt("sqrt", "colour scale of the counts (sqrt shows the tails)")
+
+
+@CHARTS.register("weight_histograms", WeightHistogramsOptions, section="Model",
+                 tasks=("classification", "regression"), auto=True)
+def weight_histograms(record, options: WeightHistogramsOptions):
+    """How each layer's weights are distributed over training, as TensorBoard's distributions.
+
+    One panel per layer: epoch across, weight value up, colour the share of the layer's weights
+    in each bin at the end of that epoch (kernel, or the layer's first parameter). Weights that
+    spread or drift show as the band widening or moving. `width` and `height` are per panel.
+    """
+    import altair as alt
+
+    hist = {}
+    for k, d in (record.weight_histograms or {}).items():
+        counts = np.asarray(d.get("counts", []), dtype=float)
+        edges = np.asarray(d.get("edges", []), dtype=float).ravel()
+        if counts.ndim == 1 and counts.size and len(edges) == counts.size + 1:
+            counts = counts[None]
+        if counts.ndim == 2 and counts.shape[0] and len(edges) == counts.shape[1] + 1:
+            hist[str(k)] = (counts, edges)
+    if not hist:
+        raise ChartSkip("the run recorded no weight histograms")
+    have = sorted(hist, key=index_key)
+    notes = []
+    if options.layers:
+        missing = [k for k in options.layers if str(k) not in hist]
+        if missing:
+            raise ChartSkip(f"no weight histograms recorded for layer {missing[0]}; recorded: {', '.join(have)}")
+        wanted = [str(k) for k in options.layers]
+    else:
+        wanted = have[:12]
+        if len(have) > 12:
+            notes.append(f"the first 12 of {len(have)} layers shown (option layers)")
+    n = max(hist[k][0].shape[0] for k in wanted)
+    bins = max(hist[k][0].shape[1] for k in wanted)
+    epochs = history_epochs(record, n)
+    idx = even_indices(n, max(1, MAX_ROWS // (len(wanted) * bins)))
+    if len(idx) < n:
+        notes.append(f"{len(idx)} of {n} epochs shown, evenly spaced")
+    shown = [epochs[i] for i in idx]
+    # Each shown epoch's cell spans halfway to its neighbours.
+    mids = [(a + b) / 2 for a, b in zip(shown[:-1], shown[1:])]
+    x0 = [shown[0] - 0.5] + mids
+    x1 = mids + [shown[-1] + 0.5]
+    order, values = [], []
+    for k in wanted:
+        counts, edges = hist[k]
+        label = layer_label(record, k)
+        order.append(label)
+        for col, i in enumerate(idx):
+            if i >= counts.shape[0]:
+                continue
+            row = np.nan_to_num(counts[i], nan=0.0, posinf=0.0, neginf=0.0)
+            total = row.sum() or 1.0
+            for b, c in enumerate(row):
+                if c <= 0:
+                    continue   # empty cells: white background, no row
+                values.append({"layer": label, "epoch": epochs[i], "e0": x0[col], "e1": x1[col],
+                               "lo": float(edges[b]), "hi": float(edges[b + 1]), "count": int(round(c)),
+                               "share": float(c / total)})
+    if not values:
+        raise ChartSkip("the recorded weight histograms are empty")
+    notes.insert(0, "share of each layer's weights per value bin at the end of every epoch"
+                 + ("; " + ("a single epoch" if n == 1 else f"{n} epochs")))
+    cols = min(options.columns, len(wanted))
+    width, height = size(options, clamp(640 / cols - 40, 150, 320), 150)
+    top = max(v["share"] for v in values)
+    kind = options.color_scale
+    scale = (alt.Scale(type="log", scheme="viridis", domain=[max(min(v["share"] for v in values), 1e-5), top])
+             if kind == "log" else alt.Scale(type=kind, scheme="viridis", domain=[0, top], zero=True))
+    data = DataSets()
+    chart = alt.Chart().mark_rect().encode(
+        x=alt.X("e0:Q", title="epoch", scale=alt.Scale(domain=[x0[0], x1[-1]], nice=False, zero=False),
+                axis=alt.Axis(tickMinStep=1, format="~d", tickCount=min(6, max(1, n)))),
+        x2="e1:Q",
+        y=alt.Y("lo:Q", title="weight", scale=alt.Scale(zero=False, nice=False),
+                axis=alt.Axis(format="~g", tickCount=5)),
+        y2="hi:Q",
+        color=alt.Color("share:Q", title="share", scale=scale,
+                        legend=alt.Legend(format=".0%" if top >= 0.05 else ".1%", gradientLength=clamp(height, 80, 180))),
+        tooltip=[alt.Tooltip("layer:N"), alt.Tooltip("epoch:Q", format="~g"),
+                 alt.Tooltip("lo:Q", title="weights from", format=".4~g"), alt.Tooltip("hi:Q", title="to", format=".4~g"),
+                 alt.Tooltip("count:Q", title="weights"), alt.Tooltip("share:Q", format=".2%")],
+    ).properties(width=width, height=height)
+    grid = chart.facet(
+        facet=alt.Facet("layer:N", sort=order, title=None,
+                        header=alt.Header(labelFontSize=12, labelLimit=width + 30, labelPadding=4)),
+        columns=cols, data=data("cells", values), spacing={"row": 16, "column": 20},
+    ).resolve_scale(y="independent")
+    return data.attach(grid.properties(title=title(options, "Weight distributions over training", notes)))
+
+
+# --- activation functions ----------------------------------------------------------------------
+
+ACTIVATION_NAMES = ("relu", "gelu", "tanh", "sigmoid", "elu", "leaky_relu", "swish", "softplus", "softmax")
+# Layers that apply activations inside them (not listed as an `activation` of any row).
+INSIDE = {"lstm": ("sigmoid", "tanh"), "gru": ("sigmoid", "tanh"), "rnn": ("tanh",),
+          "attention": ("softmax",), "transformer": ("gelu", "softmax")}
+
+
+@dataclass(frozen=True)
+class ActivationFunctionsOptions(ChartOptions):
+    x_range: float = opt(4.0, "x runs from -x_range to x_range", gt=0, le=50)
+    columns: int = opt(3, "panels per row", gt=0, le=8)
+    inside: bool = opt(True, "also the activations inside lstm, gru, rnn, attention and transformer layers")
+
+
+@CHARTS.register("activation_functions", ActivationFunctionsOptions, section="Model",
+                 tasks=("classification", "regression"), auto=False)
+def activation_functions(record, options: ActivationFunctionsOptions):
+    """Each activation function the model uses, f(x) and its derivative f'(x) (by jax.grad).
+
+    Where the derivative is near 0 (a saturated sigmoid or tanh, a relu below 0), gradients
+    vanish. Softmax acts on a vector: its panel shows the first output of softmax([x, 0]).
+    Hover for values; click a legend entry to pick f or f'. `width` and `height` are per panel.
+    """
+    import altair as alt
+    import jax
+    import jax.numpy as jnp
+
+    from compilers.model.layers import activation_fn
+
+    used: dict[str, list[str]] = {}
+    for row in record.layers:
+        kind = str(row.get("kind", ""))
+        act = row.get("activation")
+        index = str(row.get("index", "?"))
+        if act in ACTIVATION_NAMES:
+            used.setdefault(str(act), []).append(index)
+        elif kind in ACTIVATION_NAMES:
+            used.setdefault(kind, []).append(index)
+        if options.inside and kind in INSIDE:
+            for a in INSIDE[kind]:
+                used.setdefault(a, []).append(f"{index} (inside {kind})")
+    if not used:
+        raise ChartSkip("the model uses no activation function" if record.layers
+                        else "the run recorded no layers")
+    names = [a for a in ACTIVATION_NAMES if a in used]
+    xs = np.linspace(-options.x_range, options.x_range, 161)
+    values, heads = [], []
+    for a in names:
+        fn = activation_fn(a)
+        if a == "softmax":
+            def scalar(x, fn=fn):
+                return fn(jnp.stack([x, jnp.zeros_like(x)]))[0]
+            head = "softmax([x, 0])[0]"
+        else:
+            def scalar(x, fn=fn):
+                return fn(x)
+            head = a
+        layers = used[a]
+        head += "  (layer " + ", ".join(layers[:3]) + (" ..." if len(layers) > 3 else "") + ")"
+        heads.append(head)
+        x = jnp.asarray(xs, dtype=jnp.float32)
+        f = np.asarray(jax.vmap(scalar)(x), dtype=float)
+        df = np.asarray(jax.vmap(jax.grad(scalar))(x), dtype=float)
+        for xv, fv, dv in zip(xs, f, df):
+            values.append({"activation": head, "x": round(float(xv), 4), "fn": "f(x)", "y": float(fv)})
+            values.append({"activation": head, "x": round(float(xv), 4), "fn": "f'(x)", "y": float(dv)})
+    cols = min(options.columns, len(names))
+    width, height = size(options, clamp(620 / cols - 30, 140, 260), 140)
+    pick = alt.selection_point(name="pick", fields=["fn"], bind="legend")
+    hover = alt.selection_point(name="hover", fields=["x"], nearest=True, on="pointerover", empty=False,
+                                clear="pointerout")
+    base = alt.Chart().encode(
+        x=alt.X("x:Q", title="x", scale=alt.Scale(domain=[-options.x_range, options.x_range], nice=False),
+                axis=alt.Axis(tickCount=5)),
+        y=alt.Y("y:Q", title=None, axis=alt.Axis(tickCount=5)),
+        color=alt.Color("fn:N", title=None, sort=["f(x)", "f'(x)"],
+                        scale=alt.Scale(domain=["f(x)", "f'(x)"], range=["#4c78a8", "#e45756"]),
+                        legend=alt.Legend(orient="top", direction="horizontal", symbolType="stroke",
+                                          symbolStrokeWidth=3)))
+    zero = alt.Chart().mark_rule(color="#bbb", strokeWidth=1).encode(y=alt.datum(0)).transform_filter(
+        "datum.x == 0 && datum.fn == 'f(x)'")   # one rule per panel, not one per row
+    line = base.mark_line(strokeWidth=2).encode(
+        strokeDash=alt.StrokeDash("fn:N", sort=["f(x)", "f'(x)"], legend=None,
+                                  scale=alt.Scale(domain=["f(x)", "f'(x)"], range=[[1, 0], [5, 3]])),
+        opacity=alt.condition(pick, alt.value(1), alt.value(0.15)))
+    points = base.mark_circle(size=40).encode(
+        opacity=alt.condition(hover, alt.value(1), alt.value(0)),
+        tooltip=[alt.Tooltip("activation:N"), alt.Tooltip("fn:N", title="curve"),
+                 alt.Tooltip("x:Q", format=".2f"), alt.Tooltip("y:Q", title="value", format=".4f")],
+    ).add_params(pick, hover)   # every selection on one layer
+    data = DataSets()
+    chart = alt.layer(zero, line, points).properties(width=width, height=height).facet(
+        facet=alt.Facet("activation:N", sort=heads, title=None,
+                        header=alt.Header(labelFontSize=12, labelLimit=width + 40, labelPadding=4)),
+        columns=cols, data=data("curves", values), spacing={"row": 16, "column": 20},
+    ).resolve_scale(y="independent")
+    notes = [f"each activation the model uses on [-{options.x_range:g}, {options.x_range:g}]; "
+             "f'(x) computed with jax.grad (dashed)"]
+    if any(a in ("elu", "leaky_relu") for a in names):
+        notes.append("elu and leaky_relu drawn with their default alpha 1 and slope 0.01")
+    return data.attach(chart.properties(title=title(options, "Activation functions", notes)))

@@ -10,6 +10,7 @@ import copy
 import json
 import os
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,11 @@ def to_spec(chart: Any, *, validate: bool = True) -> dict:
     else:
         chart = chart.copy(deep=False)
         chart.datasets = Undefined
-    spec = chart.to_dict(validate=False)
+    with warnings.catch_warnings():
+        # Charts share one selection across concatenated panels on purpose (a hover or brush that
+        # acts on every panel); Altair merges the copies and warns.
+        warnings.filterwarnings("ignore", message="Automatically deduplicated selection")
+        spec = chart.to_dict(validate=False)
     if datasets:
         spec["datasets"] = {**spec.get("datasets", {}), **datasets}
     if validate:

@@ -1,8 +1,11 @@
 """report.html: every chart of a run in one self-contained page that works offline.
 
 One inline <script> holds the Vega/Vega-Lite/vega-embed bundle from vl-convert (cached on disk:
-building it takes 1-3 s), a second one calls vegaEmbed once per chart. Every user string is
-HTML-escaped; specs are embedded as JSON with <, > and & written as \\u escapes.
+building it takes 1-3 s), a second one calls vegaEmbed once per chart and wires each chart's
+PNG/SVG/JSON download links (drawn from the view, or the embedded spec as a Blob: no network).
+Sections follow SECTIONS, with a table of contents; charts that could not be drawn are listed in
+their section with the reason. Every user string is HTML-escaped; specs are embedded as JSON with
+<, > and & written as \\u escapes. tests/test_report_browser.py opens the page in Chromium.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Training charts: learning curves and the learning-rate schedule."""
+"""Training charts: learning curves, the learning-rate schedule, gradient norms."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from compilers.charts.base import MAX_ROWS, ChartSkip, DataSets, even_indices, num, size, title
+from compilers.charts.base import MAX_ROWS, ChartSkip, DataSets, even_indices, history_epochs, num, size, title
 from dsl.registry import CHARTS, opt
 from dsl.spec import ChartOptions
 
@@ -206,3 +206,99 @@ def lr_schedule(record, options: LRScheduleOptions):
         opacity=alt.condition(hover, alt.value(1), alt.value(0)), tooltip=tooltip).add_params(hover)
     return data.attach(alt.layer(line, points).properties(
         width=width, height=height, title=title(options, "Learning-rate schedule", notes)))
+
+
+# --- gradients ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GradientsOptions(ChartOptions):
+    log_scale: bool = opt(True, "logarithmic y axis (linear when a norm is 0)")
+    layers: Optional[tuple[str, ...]] = opt(None, "layer indices to show; default: every layer with parameters (at most 20)")
+
+
+@CHARTS.register("gradients", GradientsOptions, section="Training",
+                 tasks=("classification", "regression"), auto=True)
+def gradients(record, options: GradientsOptions):
+    """The gradient norm of each layer's parameters by epoch (the mean over the epoch's steps).
+
+    Vanishing gradients show as a layer's line falling towards 0, exploding ones as a climb.
+    Click a legend entry to pick out a layer; hover for values; drag to pan, scroll to zoom.
+    """
+    import altair as alt
+
+    from compilers.charts.base import index_key, layer_label
+
+    grads = {str(k): np.asarray(v, dtype=float).ravel() for k, v in (record.gradients or {}).items()}
+    grads = {k: v for k, v in grads.items() if v.size}
+    if not grads:
+        raise ChartSkip("the run recorded no gradient norms")
+    have = sorted(grads, key=index_key)
+    notes = []
+    if options.layers:
+        missing = [k for k in options.layers if str(k) not in grads]
+        if missing:
+            raise ChartSkip(f"no gradient norms recorded for layer {missing[0]}; recorded: {', '.join(have)}")
+        wanted = [str(k) for k in options.layers]
+    else:
+        wanted = have[:20]
+        if len(have) > 20:
+            notes.append(f"the first 20 of {len(have)} layers shown (option layers)")
+    n = max(len(grads[k]) for k in wanted)
+    epochs = history_epochs(record, n)
+    per_layer = max(2, MAX_ROWS // len(wanted))
+    idx = even_indices(n, per_layer)
+    if len(idx) < n:
+        notes.append(f"{len(idx)} of {n} epochs shown, evenly spaced")
+    labels = {k: layer_label(record, k) for k in wanted}
+    values, bad = [], []
+    for k in wanted:
+        g = grads[k]
+        for i in idx:
+            if i >= len(g):
+                continue
+            v = num(g[i])
+            if v is None:
+                bad.append(k)
+                continue
+            values.append({"layer": labels[k], "epoch": epochs[i], "norm": v})
+    if not values:
+        raise ChartSkip("every recorded gradient norm is NaN or infinite")
+    if bad:
+        first = sorted(set(bad), key=index_key)
+        notes.append(f"non-finite norms left out (layer {', '.join(first[:4])})")
+    log = options.log_scale and all(v["norm"] > 0 for v in values)
+    if options.log_scale and not log:
+        notes.append("linear scale: some norms are 0")
+    last = {}
+    for v in values:
+        last[v["layer"]] = v["norm"]
+    top = max(last, key=last.get)
+    notes.insert(0, "global L2 norm of each layer's parameter gradients, mean over each epoch's steps"
+                 + (f"; largest at the end: {top}" if len(last) > 1 else ""))
+    notes.append("click a legend entry to pick a layer; drag to pan, scroll to zoom")
+    order = [labels[k] for k in wanted]
+    width, height = size(options, 440, 260)
+    pick = alt.selection_point(name="pick", fields=["layer"], bind="legend")
+    hover = alt.selection_point(name="hover", fields=["layer", "epoch"], nearest=True, on="pointerover",
+                                empty=False, clear="pointerout")
+    zoom = alt.selection_interval(name="zoom", bind="scales")
+    color = alt.Color("layer:N", title="layer", sort=order,
+                      scale=alt.Scale(domain=order, scheme="tableau10" if len(order) <= 10 else "tableau20"),
+                      legend=alt.Legend(labelLimit=220, symbolType="stroke", symbolStrokeWidth=3))
+    scale = alt.Scale(type="log", nice=False, padding=4) if log else alt.Scale(zero=False)
+    data = DataSets()
+    base = alt.Chart(data("norms", values)).encode(
+        x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1, format="~d")),
+        y=alt.Y("norm:Q", title="gradient norm" + (" (log scale)" if log else ""), scale=scale,
+                axis=alt.Axis(format="~g" if not log else ".1~e", labelOverlap="greedy", tickCount=6)),
+        color=color)
+    line = base.mark_line(strokeWidth=2).encode(opacity=alt.condition(pick, alt.value(0.95), alt.value(0.1)))
+    one = len(idx) == 1
+    points = base.mark_circle(size=50).encode(
+        opacity=alt.condition(hover, alt.value(1), alt.value(0.9 if one else 0)),
+        tooltip=[alt.Tooltip("layer:N"), alt.Tooltip("epoch:Q", format="~g"),
+                 alt.Tooltip("norm:Q", title="gradient norm", format=".4~g")],
+    ).add_params(pick, hover, zoom)   # every selection on one layer
+    return data.attach(alt.layer(line, points).properties(
+        width=width, height=height, title=title(options, "Gradient norms by layer", notes)))
+

@@ -119,6 +119,8 @@ def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: 
     hists, grad_norms = [], []
     compile_s = 0.0
     stopped_early = False
+    diverged = None
+    last_finite = None
     try:
         for epoch in range(1, tp.epochs + 1):
             e0 = time.perf_counter()
@@ -139,6 +141,13 @@ def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: 
             if log is not None:
                 log.epoch(row)
             bar.update(epoch, row)
+            if not math.isfinite(row["loss"]):
+                where = (f"the last finite loss was {last_finite[1]:.4g} at epoch {last_finite[0]}"
+                         if last_finite else "no epoch had a finite loss")
+                diverged = (f"the training loss became {row['loss']} at epoch {epoch}; {where} "
+                            f"(lower train.optimizer.lr, set train.optimizer.clip_norm, or scale the data)")
+                break
+            last_finite = (epoch, row["loss"])
             value = row.get(tp.monitor)
             if _improved(value, best_value, tp.mode, min_delta):
                 best_value, best_epoch, since_best = value, epoch, 0
@@ -217,4 +226,6 @@ def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: 
     record.summary = {"metrics": final, "best_epoch": best_epoch, "best_value": best_value,
                       "monitor": tp.monitor, "epochs_run": len(history), "stopped_early": stopped_early,
                       "restored_best": bool(restore_best and best_state is not None)}
+    if diverged:
+        record.summary.update(status="failed", reason=diverged)
     return record

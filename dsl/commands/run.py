@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from dsl.errors import SpecError
+from dsl.errors import RunFailed, SpecError
 
 # Hydra's own flags that take a value, and those that do not.
 VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--info", "--config-path", "-cp", "--config-name", "-cn",
@@ -122,6 +122,12 @@ def _hydra_run(spec_path, smap, flags, overrides, cwd: Path, t_start: float) -> 
                 _sweep_line(hc, job_overrides, run_dir, None, str(e))
                 return None
             raise SystemExit(2)
+        except RunFailed as e:
+            print(e, file=sys.stderr)
+            if multirun:
+                _sweep_line(hc, job_overrides, run_dir, None, str(e))
+                return None
+            raise SystemExit(1)
         if multirun:
             _sweep_line(hc, job_overrides, run_dir, summary, None)
         else:
