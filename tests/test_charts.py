@@ -91,6 +91,28 @@ def _activations(layers, rng) -> dict:
     return out
 
 
+def _probe_fields(feats: list[str], layers: list[dict], epochs: int, names: list[str] | None, rng,
+                  n: int = 600) -> dict:
+    """The trainer's data sample, gradient norms and weight histograms, for the Data/Training/Model charts."""
+    x = rng.normal(0, 1, (n, len(feats)))
+    if names:
+        y = rng.integers(0, len(names), n)
+        x[:, 0] += y
+        raw_target, target = np.array([names[i] for i in y]), y
+    else:
+        target = raw_target = 150 + 40 * x[:, 0] + rng.normal(0, 20, n)
+    raw = {f: 5 + 2 * x[:, i] for i, f in enumerate(feats[:12])}
+    raw["target"] = raw_target
+    prepared = {f: x[:, i].astype(np.float32) for i, f in enumerate(feats)}
+    with_kernel = [r["index"] for r in layers if "kernel" in r["param_shapes"]]
+    grads = {k: np.exp(-np.arange(epochs) / (10 + i)) * (0.5 + i) for i, k in enumerate(with_kernel)}
+    edges = np.linspace(-1.5, 1.5, 31)
+    hist = {k: {"counts": np.stack([np.histogram(rng.normal(0, 0.2 + e / epochs, 400), bins=edges)[0]
+                                    for e in range(epochs)]).astype(float), "edges": edges} for k in with_kernel}
+    return {"data_sample": {"raw": raw, "prepared": prepared, "prepared_target": {"y": target}},
+            "gradients": grads, "weight_histograms": hist}
+
+
 def classification_record(n_classes: int = 3, n_test: int = 300, n_features: int = 4, name: str = "clf",
                           conv: bool = False, epochs: int = 40, seed: int = 0) -> RunRecord:
     rng = np.random.default_rng(seed)
@@ -116,9 +138,9 @@ def classification_record(n_classes: int = 3, n_test: int = 300, n_features: int
         layers=layers, class_names=names, feature_names=feats, predictions=preds, weights=weights,
         lr_curve=_lr_curve(epochs * 10, 10), activations=_activations(layers, rng),
         data={"source": "iris" if n_classes == 3 else "digits", "n_rows": 2 * n_test,
-              "n_features": n_features, "input_shape": [n_features],
+              "n_features": n_features, "input_shape": [n_features], "target": "target",
               "splits": {"train": n_test, "val": n_test // 2, "test": n_test}},
-        monitor="val_loss", best_epoch=30)
+        monitor="val_loss", best_epoch=30, **_probe_fields(feats, layers, epochs, names, rng))
 
 
 def regression_record(n_test: int = 400, n_features: int = 10, name: str = "reg", seed: int = 1) -> RunRecord:
@@ -135,9 +157,10 @@ def regression_record(n_test: int = 400, n_features: int = 10, name: str = "reg"
                  "times": {"compile_s": 0.9, "train_s": 2.0, "total_s": 3.5}},
         layers=layers, feature_names=[f"s{i}" for i in range(n_features)], predictions=preds,
         weights=weights, lr_curve=_lr_curve(600, 10), activations=_activations(layers, rng),
-        data={"source": "diabetes", "n_rows": 442, "n_features": n_features,
+        data={"source": "diabetes", "n_rows": 442, "n_features": n_features, "target": "target",
               "splits": {"train": 300, "val": 44, "test": 98}},
-        monitor="val_loss", best_epoch=52)
+        monitor="val_loss", best_epoch=52,
+        **_probe_fields([f"s{i}" for i in range(n_features)], layers, 60, None, rng))
 
 
 RECORDS = {
@@ -160,7 +183,8 @@ def _task(key: str) -> str:
 
 # Charts that draw the trainer's probes (examples, feature maps, embedding, attention): these
 # records have none; tests/test_charts_media.py draws them on records that do.
-PROBE_CHARTS = {"samples", "misclassified", "feature_maps", "saliency", "embedding", "attention"}
+PROBE_CHARTS = {"samples", "misclassified", "feature_maps", "saliency", "embedding", "attention",
+                "decision_boundary"}   # two-feature runs only: tests/test_charts_catalogue.py
 CASES = [(key, e.name) for key in RECORDS for e in CHARTS
          if charts.applies(e, _task(key)) and e.name not in PROBE_CHARTS]
 

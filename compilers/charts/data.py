@@ -167,10 +167,12 @@ def _class_scale(classes: list[str]):
     return alt.Scale(domain=classes, scheme="tableau10" if len(classes) <= 10 else "tableau20")
 
 
-def _tick_format(lo: float, hi: float) -> str:
-    """A d3 format for axis labels spanning lo..hi: SI units for large numbers, else short."""
-    top = max(abs(lo), abs(hi))
-    return "~s" if top >= 1e4 else "~g"
+def _tick_format(lo: float, hi: float):
+    """The axis label format for values spanning lo..hi: SI units (12k) for large numbers, else
+    Vega's default. (Not "~g": Vega sets its precision from the tick step, and 10 becomes "1e+1".)"""
+    import altair as alt
+
+    return "~s" if max(abs(lo), abs(hi)) >= 1e4 else alt.Undefined
 
 
 # --- feature_histograms ------------------------------------------------------------------------
@@ -227,9 +229,9 @@ def feature_histograms(record, options: FeatureHistogramsOptions):
         for g in groups:
             sel = v if g is None else col[ok & (labels == g)]
             counts, _ = np.histogram(sel, bins=edges)
-            for a, b, c in zip(edges[:-1], edges[1:], counts):
-                if c == 0 and g is not None:
-                    continue   # stacked: empty pieces add nothing
+            for b_, (a, b, c) in enumerate(zip(edges[:-1], edges[1:], counts)):
+                if c == 0 and g is not None and (g != groups[0] or 0 < b_ < bins - 1):
+                    continue   # stacked: empty pieces add nothing (the ends stay: they hold the x range)
                 row = {"feature": header, "lo": float(a), "hi": float(b), "count": int(c),
                        "share": float(c) / len(v)}
                 if g is not None:
@@ -251,10 +253,11 @@ def feature_histograms(record, options: FeatureHistogramsOptions):
     data = DataSets()
     chart = alt.Chart().mark_bar(color=BAR, binSpacing=0, stroke=None).encode(
         x=alt.X("lo:Q", bin="binned", title=None,
-                axis=alt.Axis(tickCount=4, labelOverlap=True, labelFlush=True, format="~g", labelFontSize=10)),
+                axis=alt.Axis(tickCount=4, labelOverlap=True, labelFlush=True, labelFontSize=10)),
         x2="hi:Q",
+        # labelFlush: a label at the very top would lift this panel's header above its neighbours'.
         y=alt.Y("count:Q", title=None, stack=True if by_class else None,
-                axis=alt.Axis(tickCount=3, labelFontSize=10, format="~s")),
+                axis=alt.Axis(tickCount=3, labelFontSize=10, labelFlush=True)),
         tooltip=tooltip, **enc,
     ).properties(width=width, height=height)
     faceted = chart.facet(
@@ -332,7 +335,7 @@ def correlation(record, options: CorrelationOptions):
     target_label = None
     if options.target and table.target is not None:
         if record.task == "regression":
-            target_label = f"{table.target_name} (target)"
+            target_label = "target" if table.target_name == "target" else f"{table.target_name} (target)"
             cols[target_label] = table.target.astype(float)
         elif len(table.classes) == 2:
             target_label = f"{table.target_name} (target: {table.classes[1]} = 1)"
@@ -372,7 +375,8 @@ def correlation(record, options: CorrelationOptions):
     back = base.mark_rect(color="#eeeeee").encode(tooltip=tooltip)   # undefined r: grey, still hoverable
     cells = base.mark_rect(stroke="white", strokeWidth=0.5 if cell >= 10 else 0).encode(
         color=alt.Color("r:Q", title="r", scale=alt.Scale(scheme="redblue", reverse=True, domain=[-1, 1]),
-                        legend=alt.Legend(gradientLength=clamp(height * 0.6, 80, 200), values=[-1, -0.5, 0, 0.5, 1])),
+                        legend=alt.Legend(gradientLength=clamp(height * 0.6, 80, 200), values=[-1, -0.5, 0, 0.5, 1],
+                                          format=".1f")),
         tooltip=tooltip,
     ).transform_filter("datum.r != null")
     layers = [back, cells]
@@ -395,7 +399,8 @@ def correlation(record, options: CorrelationOptions):
 @dataclass(frozen=True)
 class PairplotOptions(ChartOptions):
     stage: Literal["raw", "prepared"] = opt("prepared", STAGE_DOC)
-    features: Optional[tuple[str, ...]] = opt(None, "columns to plot; default: the max_features that best separate the classes (or follow the target)")
+    features: Optional[tuple[str, ...]] = opt(
+        None, "columns to plot; default: the max_features that best separate the classes (or follow the target)")
     max_features: int = opt(4, "most features (panels per side)", ge=2, le=6)
     max_points: int = opt(1000, "most points drawn (a random sample beyond that)", gt=10, le=2000)
 
@@ -458,7 +463,8 @@ def pairplot(record, options: PairplotOptions):
             notes.append(f"the {len(names)} of {len(usable)} features {how}; option features picks others")
         elif dropped:
             notes.append(f"{dropped} constant column{'s' * (dropped != 1)} left out")
-    else:
+    elif len(names) > 6:
+        notes.append(f"the first 6 of the {len(names)} features asked for")
         names = names[:6]
     if len(names) < 2:
         raise ChartSkip(f"pairplot needs two numeric features that vary; the {table.stage} data has "
@@ -532,41 +538,50 @@ def pairplot(record, options: PairplotOptions):
                         labelOverlap=True, labelFlush=True, titleLimit=label_limit, labelFontSize=10,
                         domain=True, orient=orient)
 
-    grid_rows = []
+    scatter = alt.Chart(source).mark_circle(size=style["size"]).encode(color=color, opacity=opacity,
+                                                                         tooltip=tooltip)
+    views, grid_rows = [], []
     for i in range(k):            # row: y feature
         panels = []
         for j in range(k):        # column: x feature
             xs = alt.Scale(domain=domains[j], nice=False, zero=False)
             if i == j:
-                hist_x = alt.X(f"{fields[j]}:Q", bin=alt.Bin(maxbins=20, extent=domains[j]), scale=xs,
-                               axis=axis(j, i == k - 1, "bottom"))
-                y_title = alt.Axis(title=names[i] if j == 0 else None, labels=False, ticks=False, grid=False,
-                                   titleLimit=label_limit)
-                whole = alt.Chart().mark_bar(color="#d9d9d9", binSpacing=0).encode(
-                    x=hist_x, y=alt.Y("count():Q", axis=y_title),
-                    tooltip=[alt.Tooltip(f"{fields[j]}:Q", bin=True, title=names[j], format=".4~g"),
-                             alt.Tooltip("count():Q", title="rows")])
-                chosen = alt.Chart().mark_bar(color="#555", binSpacing=0).encode(
-                    x=hist_x, y=alt.Y("count():Q", axis=y_title),
-                    tooltip=[alt.Tooltip(f"{fields[j]}:Q", bin=True, title=names[j], format=".4~g"),
-                             alt.Tooltip("count():Q", title="selected rows")],
-                ).transform_filter(brush)
+                # The histogram of the column's feature: all rows in grey, the brushed ones in blue.
+                # Binned in Vega (it must follow the brush) into plain fields, so that the x axis
+                # has ordinary ticks like the scatter panels above it, not one label per bin edge.
+                step = (domains[j][1] - domains[j][0]) / 20
+                # Field names unique to the panel: Vega-Lite names a bin's signals after its fields, and
+                # two panels binning into the same names would share the first one's bins.
+                b0, b1, n_ = f"lo_{j}", f"hi_{j}", f"rows_{j}"
+                hist = alt.Chart().transform_bin(
+                    [b0, b1], fields[j], bin=alt.Bin(step=step, extent=domains[j])).encode(
+                    x=alt.X(f"{b0}:Q", scale=xs, axis=axis(j, i == k - 1, "bottom")), x2=f"{b1}:Q",
+                    y=alt.Y(f"{n_}:Q", scale=alt.Scale(zero=True),
+                            axis=alt.Axis(title=names[i] if j == 0 else None, labels=False, ticks=False,
+                                          grid=False, titleLimit=label_limit)),
+                    y2=alt.datum(0),
+                    tooltip=[alt.Tooltip(f"{b0}:Q", title=f"{names[j]} from", format=".4~g"),
+                             alt.Tooltip(f"{b1}:Q", title="to", format=".4~g"), alt.Tooltip(f"{n_}:Q", title="rows")])
+                whole = hist.transform_aggregate(**{n_: "count()"}, groupby=[b0, b1]).mark_bar(color="#d0d0d0")
+                chosen = hist.transform_filter(brush).transform_aggregate(
+                    **{n_: "count()"}, groupby=[b0, b1]).mark_bar(color=BAR)
                 panel = alt.layer(whole, chosen, data=source)
             else:
-                panel = alt.Chart(source).mark_circle(size=style["size"]).encode(
+                views.append(f"cell_{i}_{j}")
+                panel = scatter.encode(
                     x=alt.X(f"{fields[j]}:Q", scale=xs, axis=axis(j, i == k - 1, "bottom")),
                     y=alt.Y(f"{fields[i]}:Q", scale=alt.Scale(domain=domains[i], nice=False, zero=False),
                             axis=axis(i, j == 0, "left")),
-                    color=color, opacity=opacity, tooltip=tooltip,
-                ).add_params(*params)
+                ).properties(name=views[-1])
             panels.append(panel.properties(width=width, height=height))
         grid_rows.append(alt.hconcat(*panels, spacing=6))
-    import warnings
-
-    with warnings.catch_warnings():
-        # Every scatter panel carries the same brush and legend pick: Altair merges them into one.
-        warnings.filterwarnings("ignore", message="Automatically deduplicated selection")
-        chart = alt.vconcat(*grid_rows, spacing=6).resolve_scale(color="shared")
+    chart = alt.vconcat(*grid_rows, spacing=6).resolve_scale(color="shared")
+    # The brush and the legend pick act in every scatter panel: defined once at the top with the
+    # views they live in (Vega-Lite's way to share a selection between concatenated views;
+    # adding them to each panel costs Altair ~0.3 s to merge again).
+    chart.params = [alt.TopLevelSelectionParameter(name=p_.name, select=p_.param.select, views=views,
+                                                   **({} if p_.param.bind is alt.Undefined else {"bind": p_.param.bind}))
+                    for p_ in params]
     return data.attach(chart.properties(title=title(options, f"Pair plot ({options.stage})", notes)))
 
 
@@ -611,7 +626,8 @@ def _class_bars(record, options, table: Table, series: list[tuple[str, np.ndarra
         order = shown
     nz = [c for c in counts0 if c > 0]
     if len(nz) >= 2:
-        notes.append(f"{len(nz)} classes; largest / smallest {max(nz) / min(nz):.2g}x")
+        ratio = max(nz) / min(nz)
+        notes.append(f"{len(nz)} classes; the largest has {ratio:.{1 if ratio < 10 else 0}f}x the rows of the smallest")
     elif len(nz) == 1:
         notes.append("a single class")
     several = len(series) > 1

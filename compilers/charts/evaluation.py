@@ -7,8 +7,8 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from compilers.charts.base import (MAX_ROWS, SCATTER_MAX, ChartSkip, DataSets, clamp, class_names, num,
-                                   point_style, require_task, sample_indices, size, split_predictions, title)
+from compilers.charts.base import (MAX_ROWS, SCATTER_MAX, ChartSkip, DataSets, clamp, class_names, even_indices,
+                                   num, point_style, require_task, sample_indices, size, split_predictions, title)
 from dsl.registry import CHARTS, opt
 from dsl.spec import ChartOptions
 
@@ -303,8 +303,6 @@ def pr_curve_np(positive: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np
 def _thin(x: np.ndarray, y: np.ndarray, most: int) -> np.ndarray:
     """Indices of the points of a polyline worth drawing: corners only (collinear points dropped,
     as scikit-learn's drop_intermediate), then at most `most`, evenly spaced, ends kept."""
-    from compilers.charts.base import even_indices
-
     if len(x) <= 2:
         return np.arange(len(x))
     dx, dy = np.diff(x), np.diff(y)
@@ -347,11 +345,12 @@ class _Scores:
         if self.proba.shape[1] == 2:
             return [1], [f"positive class: {self.names[1]}"]
         if wanted:
-            idx = [self.names.index(str(c)) for c in wanted if str(c) in self.names]
-            missing = [str(c) for c in wanted if str(c) not in self.names]
+            cols = self.names[:self.proba.shape[1]]   # classes with a probability column
+            missing = [str(c) for c in wanted if str(c) not in cols]
             if missing:
-                raise ChartSkip(f"no class {missing[0]}; classes: {', '.join(self.names[:20])}")
-            return idx, []
+                raise ChartSkip(f"no class {missing[0]} among the predicted probabilities; classes: "
+                                + ", ".join(cols[:20]) + (" ..." if len(cols) > 20 else ""))
+            return [cols.index(str(c)) for c in dict.fromkeys(wanted)], []
         idx = list(range(self.proba.shape[1]))
         if len(idx) > most:
             return idx[:most], [f"the first {most} of {len(idx)} classes shown (option classes)"]
@@ -364,7 +363,7 @@ def _curve_chart(options, rows: list[dict], order: list[str], x: tuple[str, str]
     """Curves by class with a legend that picks a class, hover tooltips, zoom and pan."""
     import altair as alt
 
-    width, height = size(options, 380, 340)
+    width, height = size(options, 360, 360)
     color = alt.Color("label:N", title=None, sort=order,
                       scale=alt.Scale(domain=order, scheme="tableau10" if len(order) <= 10 else "tableau20"),
                       legend=alt.Legend(orient="right", labelLimit=260, symbolType="stroke", symbolStrokeWidth=3,
@@ -413,7 +412,7 @@ def roc(record, options: RocOptions):
     idx, notes = s.classes(options.classes)
     notes = s.notes() + notes
     budget = max(20, MAX_ROWS // max(1, len(idx)) - 1)
-    rows, order, aucs, lacking = [], [], [], []
+    rows, order, aucs, lacking, thinned = [], [], [], [], False
     for c in idx:
         pos = s.y == c
         try:
@@ -421,10 +420,12 @@ def roc(record, options: RocOptions):
         except ValueError:
             lacking.append(s.names[c])
             continue
-        label = f"{s.names[c]}  AUC {auc:.3f}"
+        label = f"{s.names[c]} (AUC {auc:.3f})"
         order.append(label)
         aucs.append(auc)
-        for i in _thin(fpr, tpr, budget):
+        keep = _thin(fpr, tpr, budget)
+        thinned |= len(keep) < len(_thin(fpr, tpr, len(fpr)))
+        for i in keep:
             rows.append({"label": label, "class": s.names[c], "i": int(i), "fpr": float(fpr[i]), "tpr": float(tpr[i]),
                          "threshold": num(thr[i]), "auc": auc, "positives": int(pos.sum())})
     if not rows:
@@ -433,6 +434,8 @@ def roc(record, options: RocOptions):
                         "of a class and of the rest")
     if len(aucs) > 1:
         notes.insert(0, f"macro-average AUC {np.mean(aucs):.3f} over {len(aucs)} classes")
+    if thinned:
+        notes.append(f"curves drawn through at most {budget} evenly spaced points each (AUC from all)")
     if lacking:
         notes.append(f"no curve for {', '.join(lacking[:5])}: no {s.word} examples of "
                      f"{'that class' if len(lacking) == 1 else 'those classes'} (or no others)")
@@ -463,7 +466,7 @@ def pr(record, options: PrOptions):
     idx, notes = s.classes(options.classes)
     notes = s.notes() + notes
     budget = max(20, MAX_ROWS // max(1, len(idx)) - 1)
-    rows, order, aps, lacking = [], [], [], []
+    rows, order, aps, lacking, thinned = [], [], [], [], False
     for c in idx:
         pos = s.y == c
         try:
@@ -471,10 +474,11 @@ def pr(record, options: PrOptions):
         except ValueError:
             lacking.append(s.names[c])
             continue
-        label = f"{s.names[c]}  AP {ap:.3f}"
+        label = f"{s.names[c]} (AP {ap:.3f})"
         order.append(label)
         aps.append(ap)
-        keep = np.arange(len(rec)) if len(rec) <= budget else _thin_steps(rec, prec, budget)
+        keep = even_indices(len(rec), budget)   # a step curve: no collinear points to drop
+        thinned |= len(keep) < len(rec)
         for i in keep:
             rows.append({"label": label, "class": s.names[c], "i": int(i), "recall": float(rec[i]),
                          "precision": float(prec[i]), "threshold": num(thr[i]), "ap": ap,
@@ -483,6 +487,8 @@ def pr(record, options: PrOptions):
         raise ChartSkip(f"the {s.word} split has no example of the chosen classes: precision-recall needs positives")
     if len(aps) > 1:
         notes.insert(0, f"mean average precision {np.mean(aps):.3f} over {len(aps)} classes")
+    if thinned:
+        notes.append(f"curves drawn through at most {budget} evenly spaced points each (AP from all)")
     if lacking:
         notes.append(f"no curve for {', '.join(lacking[:5])}: no {s.word} examples")
     guide = None
@@ -494,13 +500,6 @@ def pr(record, options: PrOptions):
                         [alt.Tooltip("ap:Q", title="average precision", format=".4f"),
                          alt.Tooltip("base:Q", title="chance (share of positives)", format=".1%")],
                         f"Precision-recall ({s.word})", notes, guide, interpolate="step-before")
-
-
-def _thin_steps(x: np.ndarray, y: np.ndarray, most: int) -> np.ndarray:
-    """At most `most` points of a step curve, evenly spaced, ends kept."""
-    from compilers.charts.base import even_indices
-
-    return even_indices(len(x), most)
 
 
 @dataclass(frozen=True)
@@ -542,9 +541,10 @@ def calibration(record, options: CalibrationOptions):
     ece = sum(r["count"] / n * abs(r["accuracy"] - r["confidence"]) for r in filled)
     for r in rows:
         r["gap"] = None if r["confidence"] is None else r["accuracy"] - r["confidence"]
-    notes = s.notes()[:1] + [f"accuracy {correct.mean():.1%}, mean confidence {conf.mean():.1%}; "
-                             f"expected calibration error {ece:.3f}"] + s.notes()[1:]
-    notes.append("points above the diagonal: under-confident; below: over-confident")
+    notes = [f"{n:,} {s.word} predictions: accuracy {correct.mean():.1%}, mean confidence {conf.mean():.1%}; "
+             f"expected calibration error {ece:.3f}"] + s.notes()[1:]
+    notes.append("a point per bin, sized by its predictions; above the diagonal: under-confident, "
+                 "below: over-confident")
     width, height = size(options, 340, 300)
     dom = alt.Scale(domain=[0, 1], nice=False)
     tip = [alt.Tooltip("lo:Q", title="confidence from", format=".2f"), alt.Tooltip("hi:Q", title="to", format=".2f"),
@@ -563,7 +563,7 @@ def calibration(record, options: CalibrationOptions):
     top_count = max((r["count"] for r in rows), default=1) or 1
     points = base.mark_circle(color="#4c78a8", opacity=1, stroke="white", strokeWidth=1).encode(
         size=alt.Size("count:Q", title="predictions", scale=alt.Scale(domain=[0, top_count], range=[20, 320]),
-                      legend=alt.Legend(orient="right", tickCount=3)),
+                      legend=None),   # the bars below give the counts
         tooltip=tip)
     reliability = alt.layer(diag, line, points).properties(width=width, height=height)
     counts = alt.Chart(source).mark_bar(color="#9ecae9", binSpacing=1).encode(

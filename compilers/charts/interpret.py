@@ -1030,7 +1030,7 @@ def decision_boundary(record, options: DecisionBoundaryOptions):
     if options.points == "test":
         x = np.asarray(record.examples.get("x", np.zeros((0, 2))) if record.examples else np.zeros((0, 2)), dtype=float)
         outs = outcomes(record, len(x)) if x.ndim == 2 and x.shape[1] == 2 else []
-        for o, row in zip(outs, x):
+        for o, row in list(zip(outs, x))[:max(0, MAX_ROWS - len(cells))]:
             if np.isfinite(row).all():
                 pts.append({"v0": float(row[0]), "v1": float(row[1]), "true": o["true"], "pred": o["pred"],
                             "outcome": "right" if o["correct"] else "wrong" if o["correct"] is False else "unknown"})
@@ -1041,13 +1041,18 @@ def decision_boundary(record, options: DecisionBoundaryOptions):
         cols = [np.asarray(prep[c], dtype=float) for c in list(prep)[:2]] if len(prep) == 2 else []
         if cols and y is not None and len(y) == len(cols[0]):
             y = np.asarray(y).astype(int)
-            keep = sample_rows = np.flatnonzero(np.isfinite(cols[0]) & np.isfinite(cols[1]))
-            if len(sample_rows) > 1500:
-                keep = sample_rows[np.linspace(0, len(sample_rows) - 1, 1500).astype(int)]
+            keep = np.flatnonzero(np.isfinite(cols[0]) & np.isfinite(cols[1]))
+            n_all = len(keep)
+            room = max(0, min(1500, MAX_ROWS - len(cells)))   # with the grid's cells, within MAX_ROWS
+            if n_all > room:
+                keep = keep[np.linspace(0, n_all - 1, room).astype(int)] if room else keep[:0]
             for r in keep:
                 pts.append({"v0": float(cols[0][r]), "v1": float(cols[1][r]),
                             "true": names[y[r]] if 0 <= y[r] < k else str(y[r]), "pred": None, "outcome": "unknown"})
-        what = f"{len(pts)} training rows"
+            what = (f"{len(pts):,} of {n_all:,} sampled training rows, evenly spaced" if len(pts) < n_all
+                    else f"{len(pts):,} training rows (the recorded sample)")
+        else:
+            what = ""
     else:
         what = ""
     if pts:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal, Optional
@@ -410,10 +411,12 @@ def weight_histograms(record, options: WeightHistogramsOptions):
     data = DataSets()
     chart = alt.Chart().mark_rect().encode(
         x=alt.X("e0:Q", title="epoch", scale=alt.Scale(domain=[x0[0], x1[-1]], nice=False, zero=False),
-                axis=alt.Axis(tickMinStep=1, format="~d", tickCount=min(6, max(1, n)))),
+                axis=alt.Axis(values=shown, format="~d", grid=False) if len(shown) <= 12
+                else alt.Axis(tickMinStep=1, format="~d", tickCount=6, grid=False)),
         x2="e1:Q",
+        # labelFlush: a label at the very top would lift this panel's header above its neighbours'.
         y=alt.Y("lo:Q", title="weight", scale=alt.Scale(zero=False, nice=False),
-                axis=alt.Axis(format="~g", tickCount=5)),
+                axis=alt.Axis(tickCount=5, grid=False, labelFlush=True)),
         y2="hi:Q",
         color=alt.Color("share:Q", title="share", scale=scale,
                         legend=alt.Legend(format=".0%" if top >= 0.05 else ".1%", gradientLength=clamp(height, 80, 180))),
@@ -425,7 +428,7 @@ def weight_histograms(record, options: WeightHistogramsOptions):
         facet=alt.Facet("layer:N", sort=order, title=None,
                         header=alt.Header(labelFontSize=12, labelLimit=width + 30, labelPadding=4)),
         columns=cols, data=data("cells", values), spacing={"row": 16, "column": 20},
-    ).resolve_scale(y="independent")
+    ).resolve_scale(x="independent", y="independent")   # an epoch axis under every panel, none under a gap
     return data.attach(grid.properties(title=title(options, "Weight distributions over training", notes)))
 
 
@@ -435,6 +438,28 @@ ACTIVATION_NAMES = ("relu", "gelu", "tanh", "sigmoid", "elu", "leaky_relu", "swi
 # Layers that apply activations inside them (not listed as an `activation` of any row).
 INSIDE = {"lstm": ("sigmoid", "tanh"), "gru": ("sigmoid", "tanh"), "rnn": ("tanh",),
           "attention": ("softmax",), "transformer": ("gelu", "softmax")}
+
+
+@functools.lru_cache(maxsize=64)
+def _activation_curve(name: str, x_range: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """f(x) and f'(x) (jax.grad) of an activation at n points on [-x_range, x_range], as the model
+    computes it (compilers.model.layers.activation_fn, default options); softmax as softmax([x, 0])[0]."""
+    import jax
+    import jax.numpy as jnp
+
+    from compilers.model.layers import activation_fn
+
+    fn = activation_fn(name)
+    if name == "softmax":
+        def scalar(x):
+            return fn(jnp.stack([x, jnp.zeros_like(x)]))[0]
+    else:
+        scalar = fn
+    x = jnp.linspace(-x_range, x_range, n, dtype=jnp.float32)
+    f = np.asarray(jax.vmap(scalar)(x), dtype=float)
+    df = np.asarray(jax.vmap(jax.grad(scalar))(x), dtype=float)
+    f.flags.writeable = df.flags.writeable = False
+    return f, df
 
 
 @dataclass(frozen=True)
@@ -454,10 +479,6 @@ def activation_functions(record, options: ActivationFunctionsOptions):
     Hover for values; click a legend entry to pick f or f'. `width` and `height` are per panel.
     """
     import altair as alt
-    import jax
-    import jax.numpy as jnp
-
-    from compilers.model.layers import activation_fn
 
     used: dict[str, list[str]] = {}
     for row in record.layers:
@@ -478,21 +499,11 @@ def activation_functions(record, options: ActivationFunctionsOptions):
     xs = np.linspace(-options.x_range, options.x_range, 161)
     values, heads = [], []
     for a in names:
-        fn = activation_fn(a)
-        if a == "softmax":
-            def scalar(x, fn=fn):
-                return fn(jnp.stack([x, jnp.zeros_like(x)]))[0]
-            head = "softmax([x, 0])[0]"
-        else:
-            def scalar(x, fn=fn):
-                return fn(x)
-            head = a
+        head = "softmax([x, 0])[0]" if a == "softmax" else a
         layers = used[a]
         head += "  (layer " + ", ".join(layers[:3]) + (" ..." if len(layers) > 3 else "") + ")"
         heads.append(head)
-        x = jnp.asarray(xs, dtype=jnp.float32)
-        f = np.asarray(jax.vmap(scalar)(x), dtype=float)
-        df = np.asarray(jax.vmap(jax.grad(scalar))(x), dtype=float)
+        f, df = _activation_curve(a, float(options.x_range), len(xs))
         for xv, fv, dv in zip(xs, f, df):
             values.append({"activation": head, "x": round(float(xv), 4), "fn": "f(x)", "y": float(fv)})
             values.append({"activation": head, "x": round(float(xv), 4), "fn": "f'(x)", "y": float(dv)})
@@ -525,7 +536,7 @@ def activation_functions(record, options: ActivationFunctionsOptions):
         facet=alt.Facet("activation:N", sort=heads, title=None,
                         header=alt.Header(labelFontSize=12, labelLimit=width + 40, labelPadding=4)),
         columns=cols, data=data("curves", values), spacing={"row": 16, "column": 20},
-    ).resolve_scale(y="independent")
+    ).resolve_scale(x="independent", y="independent")   # an x axis under every panel, none under a gap
     notes = [f"each activation the model uses on [-{options.x_range:g}, {options.x_range:g}]; "
              "f'(x) computed with jax.grad (dashed)"]
     if any(a in ("elu", "leaky_relu") for a in names):

@@ -277,6 +277,7 @@ def gradients(record, options: GradientsOptions):
                  + (f"; largest at the end: {top}" if len(last) > 1 else ""))
     notes.append("click a legend entry to pick a layer; drag to pan, scroll to zoom")
     order = [labels[k] for k in wanted]
+    shown = sorted({v["epoch"] for v in values})
     width, height = size(options, 440, 260)
     pick = alt.selection_point(name="pick", fields=["layer"], bind="legend")
     hover = alt.selection_point(name="hover", fields=["layer", "epoch"], nearest=True, on="pointerover",
@@ -288,9 +289,12 @@ def gradients(record, options: GradientsOptions):
     scale = alt.Scale(type="log", nice=False, padding=4) if log else alt.Scale(zero=False)
     data = DataSets()
     base = alt.Chart(data("norms", values)).encode(
-        x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1, format="~d")),
+        x=alt.X("epoch:Q", title="epoch", scale=alt.Scale(zero=False, nice=False, padding=6),
+                # Few epochs: one tick each (Vega would put ticks at halves, labelled "2, 2, 3, 3").
+                axis=alt.Axis(values=shown, format="~d") if len(shown) <= 12 else alt.Axis(tickMinStep=1, format="~d")),
+        # Log scale: "~g" keeps decade labels short (0.01, 0.1, 1); greedy overlap drops the minor ones.
         y=alt.Y("norm:Q", title="gradient norm" + (" (log scale)" if log else ""), scale=scale,
-                axis=alt.Axis(format="~g" if not log else ".1~e", labelOverlap="greedy", tickCount=6)),
+                axis=alt.Axis(format="~g", labelOverlap="greedy", tickCount=6) if log else alt.Axis(tickCount=6)),
         color=color)
     line = base.mark_line(strokeWidth=2).encode(opacity=alt.condition(pick, alt.value(0.95), alt.value(0.1)))
     one = len(idx) == 1
