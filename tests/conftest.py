@@ -38,3 +38,23 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
 @pytest.fixture
 def cli(capsys):
     return lambda *args: run_cli(list(args), capsys)
+
+
+def spec_values(spec: dict) -> list[dict]:
+    """Every data row of a spec: top-level datasets and inline `data: {values: [...]}`."""
+    out = [row for v in spec.get("datasets", {}).values() for row in v]
+
+    def walk(node):
+        if isinstance(node, dict):
+            data = node.get("data")
+            if isinstance(data, dict) and isinstance(data.get("values"), list):
+                out.extend(data["values"])
+            for k, v in node.items():
+                if k != "datasets":
+                    walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(spec)
+    return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from conftest import spec_values
+
 import json
 import re
 from dataclasses import fields
@@ -260,24 +262,7 @@ def test_modules_do_not_import_altair():
 
 # --- golden values ----------------------------------------------------------------------------
 
-def _values(spec: dict) -> list[dict]:
-    """Every data row of a spec: top-level datasets and inline `data: {values: [...]}`."""
-    out = [row for v in spec.get("datasets", {}).values() for row in v]
-
-    def walk(node):
-        if isinstance(node, dict):
-            data = node.get("data")
-            if isinstance(data, dict) and isinstance(data.get("values"), list):
-                out.extend(data["values"])
-            for k, v in node.items():
-                if k != "datasets":
-                    walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    walk(spec)
-    return out
+_values = spec_values  # every data row of a spec (conftest)
 
 
 @pytest.mark.parametrize("n_classes", [3, 10])

@@ -4,6 +4,8 @@ registered chart on degraded records (no validation split, one epoch, NaN metric
 
 from __future__ import annotations
 
+from conftest import spec_values
+
 import json
 from dataclasses import replace
 
@@ -183,23 +185,7 @@ def spec_of(record, kind: str, **options) -> dict:
     return _specs[key][1]
 
 
-def values(spec: dict) -> list[dict]:
-    out = [row for v in spec.get("datasets", {}).values() for row in v]
-
-    def walk(node):
-        if isinstance(node, dict):
-            d = node.get("data")
-            if isinstance(d, dict) and isinstance(d.get("values"), list):
-                out.extend(d["values"])
-            for k, v in node.items():
-                if k != "datasets":
-                    walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    walk(spec)
-    return out
+values = spec_values  # every data row of a spec (conftest)
 
 
 def draws(spec: dict, svg: bool = True) -> None:

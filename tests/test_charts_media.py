@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from conftest import spec_values
+
 import base64
 import io
 import json
@@ -229,23 +231,7 @@ def spec_of(key: str, kind: str, **options) -> dict:
     return build_spec(rec(key), Item(kind, CHARTS.get(kind).options(**options)))
 
 
-def values(spec: dict) -> list[dict]:
-    out = [row for v in spec.get("datasets", {}).values() for row in v]
-
-    def walk(node):
-        if isinstance(node, dict):
-            data = node.get("data")
-            if isinstance(data, dict) and isinstance(data.get("values"), list):
-                out.extend(data["values"])
-            for k, v in node.items():
-                if k != "datasets":
-                    walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    walk(spec)
-    return out
+values = spec_values  # every data row of a spec (conftest)
 
 
 def images(spec: dict) -> list[dict]:
