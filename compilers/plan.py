@@ -110,7 +110,8 @@ def compile_spec(spec: Spec, task: str, n_classes: int, input_shape: tuple[int, 
     if spec.plots == "auto":
         from compilers.charts import auto_items, input_kind
 
-        charts = tuple(auto_items(task, input_kind(input_shape, input_dtype)))
+        kind = input_kind(input_shape, input_dtype)
+        charts = tuple(auto_items(task, kind, input_shape[0] if kind == "tabular" else None))
     else:
         charts = tuple(spec.plots)
     return Plan(spec=spec, task=task, n_classes=n_classes, input_shape=tuple(input_shape), sizes=dict(sizes),

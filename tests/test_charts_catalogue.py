@@ -266,6 +266,10 @@ def test_registry_meta():
     assert "target_distribution" in reg and "class_balance" not in reg and "roc" not in reg
     assert not set(DATA) & set(img)
     assert clf.index("feature_histograms") < clf.index("learning_curves") < clf.index("roc")
+    # the decision boundary is drawn by `plots: auto` for two-feature tables only
+    assert "decision_boundary" not in clf
+    assert "decision_boundary" in [i.kind for i in charts.auto_items("classification", "tabular", 2)]
+    assert "decision_boundary" not in [i.kind for i in charts.auto_items("classification", "tabular", 3)]
 
 
 def test_modules_do_not_import_heavy_packages():

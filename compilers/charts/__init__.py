@@ -39,13 +39,15 @@ def input_kind(input_shape, dtype) -> str:
     return "image" if len(tuple(input_shape)) >= 2 else "tabular"
 
 
-def auto_items(task: str, inputs: str | None = None) -> tuple[Item, ...]:
+def auto_items(task: str, inputs: str | None = None, n_features: int | None = None) -> tuple[Item, ...]:
     """The charts `plots: auto` draws for a task, by section (Data first), then registration order.
 
     `inputs` ('tabular', 'image', 'tokens'; None: any) leaves out charts whose meta `inputs` does
-    not list it, e.g. image grids for a table."""
+    not list it, e.g. image grids for a table; a chart whose meta `n_features` asks for a number of
+    features (the decision boundary: 2) is drawn only when `n_features` is that number."""
     entries = [e for e in CHARTS if is_auto(e, task)
-               and (inputs is None or inputs in e.meta.get("inputs", (inputs,)))]
+               and (inputs is None or inputs in e.meta.get("inputs", (inputs,)))
+               and e.meta.get("n_features", n_features) == n_features]
     order = {s: i for i, s in enumerate(SECTIONS)}
     entries.sort(key=lambda e: order.get(e.meta.get("section"), len(order)))
     return tuple(Item(e.name, e.options(), path="plots") for e in entries)

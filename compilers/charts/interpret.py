@@ -973,7 +973,7 @@ class DecisionBoundaryOptions(ChartOptions):
 
 
 @CHARTS.register("decision_boundary", DecisionBoundaryOptions, section="Interpretation",
-                 tasks=("classification",), auto=False, inputs=("tabular",))
+                 tasks=("classification",), auto=True, inputs=("tabular",), n_features=2)
 def decision_boundary(record, options: DecisionBoundaryOptions):
     """Two-feature classification: the predicted class over the plane of the two features.
 

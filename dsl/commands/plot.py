@@ -29,7 +29,7 @@ def _resolve(plots, record):
 
         x = record.examples.get("x")
         kind = input_kind(x.shape[1:], x.dtype) if x is not None else "tabular"
-        return tuple(auto_items(record.task, kind))
+        return tuple(auto_items(record.task, kind, len(record.feature_names) if kind == "tabular" else None))
     return tuple(plots)
 
 
