@@ -187,3 +187,15 @@ def history_epochs(record: Any, n: int) -> list[float]:
     if len(epochs) == n and all(e is not None for e in epochs):
         return [float(e) for e in epochs]
     return [float(e) for e in range(1, n + 1)]
+
+
+def pick_layers(have: list[str], asked, what: str, most: int) -> tuple[list[str], list[str]]:
+    """The layer indices a per-layer chart draws: those asked for (ChartSkip naming what was
+    recorded when one is missing), else the first `most` recorded; and the subtitle notes."""
+    if asked:
+        missing = [k for k in asked if str(k) not in have]
+        if missing:
+            raise ChartSkip(f"no {what} recorded for layer {missing[0]}; recorded: {', '.join(have)}")
+        return [str(k) for k in asked], []
+    notes = [f"the first {most} of {len(have)} layers shown (option layers)"] if len(have) > most else []
+    return have[:most], notes

@@ -9,7 +9,7 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from compilers.charts.base import (MAX_ROWS, ChartSkip, DataSets, clamp, even_indices, fmt_int, history_epochs,
+from compilers.charts.base import (pick_layers, MAX_ROWS, ChartSkip, DataSets, clamp, even_indices, fmt_int, history_epochs,
                                    index_key, layer_label, size, tick_values, title)
 from dsl.registry import CHARTS, opt
 from dsl.spec import ChartOptions
@@ -361,16 +361,7 @@ def weight_histograms(record, options: WeightHistogramsOptions):
     if not hist:
         raise ChartSkip("the run recorded no weight histograms")
     have = sorted(hist, key=index_key)
-    notes = []
-    if options.layers:
-        missing = [k for k in options.layers if str(k) not in hist]
-        if missing:
-            raise ChartSkip(f"no weight histograms recorded for layer {missing[0]}; recorded: {', '.join(have)}")
-        wanted = [str(k) for k in options.layers]
-    else:
-        wanted = have[:12]
-        if len(have) > 12:
-            notes.append(f"the first 12 of {len(have)} layers shown (option layers)")
+    wanted, notes = pick_layers(have, options.layers, "weight histograms", 12)
     n = max(hist[k][0].shape[0] for k in wanted)
     bins = max(hist[k][0].shape[1] for k in wanted)
     epochs = history_epochs(record, n)

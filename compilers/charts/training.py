@@ -226,23 +226,14 @@ def gradients(record, options: GradientsOptions):
     """
     import altair as alt
 
-    from compilers.charts.base import index_key, layer_label
+    from compilers.charts.base import index_key, layer_label, pick_layers
 
     grads = {str(k): np.asarray(v, dtype=float).ravel() for k, v in (record.gradients or {}).items()}
     grads = {k: v for k, v in grads.items() if v.size}
     if not grads:
         raise ChartSkip("the run recorded no gradient norms")
     have = sorted(grads, key=index_key)
-    notes = []
-    if options.layers:
-        missing = [k for k in options.layers if str(k) not in grads]
-        if missing:
-            raise ChartSkip(f"no gradient norms recorded for layer {missing[0]}; recorded: {', '.join(have)}")
-        wanted = [str(k) for k in options.layers]
-    else:
-        wanted = have[:20]
-        if len(have) > 20:
-            notes.append(f"the first 20 of {len(have)} layers shown (option layers)")
+    wanted, notes = pick_layers(have, options.layers, "gradient norms", 20)
     n = max(len(grads[k]) for k in wanted)
     epochs = history_epochs(record, n)
     per_layer = max(2, MAX_ROWS // len(wanted))

@@ -79,26 +79,12 @@ class RunRecord:
     def save(self, run_dir: Path) -> None:
         run_dir = Path(run_dir)
         arrays: dict[str, np.ndarray] = {}
-        for split, d in self.predictions.items():
-            for k, v in d.items():
-                arrays[f"pred/{split}/{k}"] = np.asarray(v)
-        for layer, d in self.weights.items():
-            for k, v in d.items():
-                arrays[f"weights/{layer}/{k}"] = np.asarray(v)
-        for k, v in self.lr_curve.items():
-            arrays[f"lr/{k}"] = np.asarray(v)
-        for layer, d in self.activations.items():
-            for k, v in d.items():
-                arrays[f"act/{layer}/{k}"] = np.asarray(v)
-        for layer, d in self.weight_histograms.items():
-            for k, v in d.items():
-                arrays[f"wh/{layer}/{k}"] = np.asarray(v)
-        for stage, d in self.data_sample.items():
-            for k, v in d.items():
-                arrays[f"ds/{stage}/{k}"] = np.asarray(v)
-        for group, d in (("ex", self.examples), ("fmap", self.feature_maps), ("emb", self.embedding),
-                         ("attn", self.attention), ("grad", self.gradients), ("grid", self.decision_grid)):
-            for k, v in d.items():
+        for group, attr in NESTED.items():      # group/outer/inner
+            for outer, d in getattr(self, attr).items():
+                for k, v in d.items():
+                    arrays[f"{group}/{outer}/{k}"] = np.asarray(v)
+        for group, attr in FLAT.items():        # group/key
+            for k, v in getattr(self, attr).items():
                 arrays[f"{group}/{k}"] = np.asarray(v)
         tmp = run_dir / "record.npz.tmp.npz"
         np.savez_compressed(tmp, **arrays)
@@ -118,25 +104,21 @@ class RunRecord:
         rec = cls(history=history, summary=summary, **meta)
         with np.load(run_dir / "record.npz") as z:
             for key in z.files:
-                group, *rest = key.split("/")
-                if group == "pred":
-                    rec.predictions.setdefault(rest[0], {})[rest[1]] = z[key]
-                elif group == "weights":
-                    rec.weights.setdefault(rest[0], {})[rest[1]] = z[key]
-                elif group == "lr":
-                    rec.lr_curve[rest[0]] = z[key]
-                elif group in ("ex", "fmap", "emb", "attn", "grad", "grid"):
-                    target = {"ex": rec.examples, "fmap": rec.feature_maps, "emb": rec.embedding,
-                              "attn": rec.attention, "grad": rec.gradients, "grid": rec.decision_grid}[group]
-                    target[rest[0]] = z[key]
-                elif group == "wh":
-                    rec.weight_histograms.setdefault(rest[0], {})[rest[1]] = z[key]
-                elif group == "ds":
-                    rec.data_sample.setdefault(rest[0], {})["/".join(rest[1:])] = z[key]
-                elif group == "act":
-                    v = z[key]
-                    rec.activations.setdefault(rest[0], {})[rest[1]] = v if v.ndim else float(v)
+                group, first, *rest = key.split("/")
+                v = z[key]
+                if group in FLAT:
+                    getattr(rec, FLAT[group])[first] = v
+                elif group in NESTED:
+                    inner = "/".join(rest)  # data-sample column names may hold "/"
+                    getattr(rec, NESTED[group]).setdefault(first, {})[inner] = v if v.ndim or group != "act" else float(v)
         return rec
+
+
+# record.npz key prefixes -> RunRecord fields: NESTED fields are {outer: {inner: array}}, FLAT ones {key: array}
+NESTED = {"pred": "predictions", "weights": "weights", "act": "activations", "wh": "weight_histograms",
+          "ds": "data_sample"}
+FLAT = {"lr": "lr_curve", "ex": "examples", "fmap": "feature_maps", "emb": "embedding", "attn": "attention",
+        "grad": "gradients", "grid": "decision_grid"}
 
 
 def _write_json(path: Path, value: Any) -> None:
