@@ -49,12 +49,13 @@ def plan_spec(spec: Spec, cwd: Path):
     return data, compile_data(spec, data)
 
 
-def compile_data(spec: Spec, data):
+def compile_data(spec: Spec, data, model=None):
     from compilers.plan import compile_spec
 
     vocab = getattr(data, "vocabulary", None)
     return compile_spec(spec, data.task, data.n_classes, data.input_shape, data.sizes(),
-                        input_dtype=str(data.x["train"].dtype), vocab_size=len(vocab) if vocab else None)
+                        input_dtype=str(data.x["train"].dtype), vocab_size=len(vocab) if vocab else None,
+                        model=model)
 
 
 def remove_run_dir(run_dir: Path) -> None:
@@ -69,59 +70,122 @@ def remove_run_dir(run_dir: Path) -> None:
         pass
 
 
-def run_spec(spec: Spec, run_dir: Path, cwd: Path, *, progress: bool = True, t_start: float | None = None) -> dict:
+def run_spec(spec: Spec, run_dir: Path, cwd: Path, *, progress: bool = True, t_start: float | None = None,
+             sweep_job: bool = False) -> dict:
     """Trains a spec into `run_dir`; returns the summary. Bad input raises SpecError before
     anything but Hydra's own files is written (the caller removes the directory)."""
+    result = run_group([spec], [run_dir], cwd, progress=progress, t_start=t_start, sweep_job=sweep_job)[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def run_group(specs: list[Spec], run_dirs: list[Path], cwd: Path, *, progress: bool = True,
+              t_start: float | None = None, sweep_job: bool = False) -> list:
+    """Trains specs that share one compiled structure (see `compilers.train.group`) together, one
+    complete run directory each. Returns, per spec, its summary or the error that stopped it
+    (SpecError: bad input, nothing but Hydra's files written; RunFailed: diverged, charts written).
+    Interruptions and bugs propagate."""
     t_start = t_start or time.perf_counter()
-    run_dir = Path(run_dir)
-    if (run_dir / "metrics.jsonl").exists():
-        raise SpecError("hydra.run.dir", f"{run_dir} already holds a run; give another directory")
-    times: dict = {}
+    run_dirs = [Path(d) for d in run_dirs]
+    results: list = [None] * len(specs)
+    for i, d in enumerate(run_dirs):
+        if (d / "metrics.jsonl").exists():
+            results[i] = SpecError("hydra.run.dir", f"{d} already holds a run; give another directory")
+    times: list[dict] = [{} for _ in specs]
     t = time.perf_counter()
     configure_jax()
     from compilers.charts.render import render_charts
     from compilers.charts.report import write_report
     from compilers.runs.log import RunLog
-    from compilers.train.loop import train
+    from compilers.train.loop import train_group
 
-    times["imports_s"] = round(time.perf_counter() - t, 4)
-    t = time.perf_counter()
+    imports_s = round(time.perf_counter() - t, 4)
     from compilers.data.load import load_dataset
-    from compilers.plan import compile_spec
 
-    data = load_dataset(spec, cwd)
-    times["data_s"] = round(time.perf_counter() - t, 4)
-    t = time.perf_counter()
-    plan = compile_data(spec, data)
-    times["plan_s"] = round(time.perf_counter() - t, 4)
+    loaded: dict = {}
+    models: dict = {}     # the group shares one structure: each model is built once per data shape
+    datas, plans = [None] * len(specs), [None] * len(specs)
+    for i, spec in enumerate(specs):
+        if results[i] is not None:
+            continue
+        times[i]["imports_s"] = imports_s
+        t = time.perf_counter()
+        try:
+            key = _data_key(spec)
+            if key not in loaded:
+                loaded[key] = load_dataset(spec, cwd)
+            datas[i] = loaded[key]
+            times[i]["data_s"] = round(time.perf_counter() - t, 4)
+            t = time.perf_counter()
+            vocab = getattr(datas[i], "vocabulary", None)
+            shape_key = (tuple(datas[i].input_shape), str(datas[i].x["train"].dtype), datas[i].task,
+                         datas[i].n_classes, len(vocab) if vocab else None)
+            plans[i] = compile_data(spec, datas[i], model=models.get(shape_key))
+            models.setdefault(shape_key, plans[i].model)
+            times[i]["plan_s"] = round(time.perf_counter() - t, 4)
+        except SpecError as e:
+            results[i] = e
+    live = [i for i in range(len(specs)) if results[i] is None]
+    if not live:
+        return results
 
-    log = RunLog(run_dir)
-    base = {"name": spec.name, "task": plan.task, "status": "running", "params": plan.model.total_params,
-            "data": {"source": data.description, "sizes": data.sizes(), "input_shape": list(data.input_shape),
-                     "features": len(data.feature_names), "classes": data.class_names},
-            "versions": versions()}
-    log.summary(base)
-    _save_prep(run_dir, data)
+    logs, bases = {}, {}
+    for i in live:
+        spec, data, plan = specs[i], datas[i], plans[i]
+        logs[i] = RunLog(run_dirs[i])
+        bases[i] = {"name": spec.name, "task": plan.task, "status": "running", "params": plan.model.total_params,
+                    "data": {"source": data.description, "sizes": data.sizes(), "input_shape": list(data.input_shape),
+                             "features": len(data.feature_names), "classes": data.class_names},
+                    "versions": versions()}
+        logs[i].summary(bases[i])
+        _save_prep(run_dirs[i], data)
+    # Members whose data gave another shape (a vocabulary fitted per seed) train apart.
+    together: dict = {}
+    for i in live:
+        p = plans[i]
+        together.setdefault((repr(p.model.variable_shapes), p.input_shape, tuple(sorted(p.sizes.items()))), []).append(i)
+    records = {}
     try:
-        record = train(plan, data, run_dir, progress=progress, log=log, times=times)
+        for members in together.values():
+            out = train_group([plans[i] for i in members], [datas[i] for i in members],
+                              [run_dirs[i] for i in members], progress=progress,
+                              logs=[logs[i] for i in members], times=[times[i] for i in members])
+            records.update(zip(members, out))
     except BaseException as e:
-        log.summary({**base, "status": "interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
-                     "reason": str(e).split("\n")[0]})
+        for i in live:
+            logs[i].summary({**bases[i], "status": "interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
+                             "reason": str(e).split("\n")[0]})
         raise
     finally:
-        log.close()
-    t = time.perf_counter()
-    record.summary = {**base, "status": "completed", **record.summary, "times": times}
-    record.save(run_dir)
-    rendered = render_charts(record, plan.charts, run_dir / "charts")
-    times["charts_s"] = round(time.perf_counter() - t, 4)
-    times["total_s"] = round(time.perf_counter() - t_start, 4)
-    record.summary["charts"] = {r.name: (r.skipped or "ok") for r in rendered}
-    write_report(record, rendered, run_dir / "report.html")
-    log.summary(record.summary)
-    if record.summary["status"] == "failed":  # the charts of the history so far are written first
-        raise RunFailed(f"{spec.name}: {record.summary['reason']}; report: {run_dir / 'report.html'}")
-    return record.summary
+        for i in live:
+            logs[i].close()
+    for i in live:
+        record = records[i]
+        spec, run_dir, tm = specs[i], run_dirs[i], times[i]
+        t = time.perf_counter()
+        record.summary = {**bases[i], "status": "completed", **record.summary, "times": tm}
+        record.save(run_dir)
+        images = spec.report.images
+        if images == "auto":
+            images = "none" if sweep_job else "png"
+        rendered = render_charts(record, plans[i].charts, run_dir / "charts", png=images in ("png", "both"),
+                                 svg=images in ("svg", "both"))
+        tm["charts_s"] = round(time.perf_counter() - t, 4)
+        tm["total_s"] = round(time.perf_counter() - t_start, 4)
+        record.summary["charts"] = {r.name: (r.skipped or "ok") for r in rendered}
+        write_report(record, rendered, run_dir / "report.html")
+        logs[i].summary(record.summary)
+        if record.summary["status"] == "failed":  # the charts of the history so far are written first
+            results[i] = RunFailed(f"{spec.name}: {record.summary['reason']}; report: {run_dir / 'report.html'}")
+        else:
+            results[i] = record.summary
+    return results
+
+
+def _data_key(spec: Spec):
+    """Specs with equal data sections and seeds load the same arrays."""
+    return (repr(spec.data), spec.seed, spec.task)
 
 
 def _save_prep(run_dir: Path, data) -> None:

@@ -67,7 +67,8 @@ def _choose_loop(requested: str, spec: Spec) -> str:
 
 
 def compile_spec(spec: Spec, task: str, n_classes: int, input_shape: tuple[int, ...],
-                 sizes: dict[str, int], input_dtype: str = "float32", vocab_size: int | None = None) -> Plan:
+                 sizes: dict[str, int], input_dtype: str = "float32", vocab_size: int | None = None,
+                 model: ModelPlan | None = None) -> Plan:
     """Checks that the pieces fit together and plans the model, training and charts."""
     t = spec.train
     loss_name = default_loss(task) if t.loss == "auto" else t.loss
@@ -98,10 +99,17 @@ def compile_spec(spec: Spec, task: str, n_classes: int, input_shape: tuple[int, 
                             f"'{monitor}' is not recorded{hint}; choose from {', '.join(available)}")
         monitor = "val_loss" if has_val else "loss"
     mode = es.mode if es is not None and es.mode != "auto" else metric_mode(monitor)
+    if spec.objective is not None:
+        recorded = [f"{p}{k}" for p, split in (("", "train"), ("train_", "train"), ("val_", "val"), ("test_", "test"))
+                    if sizes.get(split, 0) > 0 for k in keys]
+        if spec.objective not in recorded:
+            raise SpecError("objective", f"'{spec.objective}' is not recorded by this run; choose from "
+                                         f"{', '.join(k for k in recorded if not k.startswith('train_'))}")
     n_train = sizes["train"]
     batch = min(t.batch_size, n_train)
     steps = -(-n_train // batch)
-    model = build_model(spec.model, input_shape, task, n_classes, binary_logit, input_dtype, vocab_size)
+    if model is None:  # given when models that share one structure are planned together
+        model = build_model(spec.model, input_shape, task, n_classes, binary_logit, input_dtype, vocab_size)
     train = TrainPlan(epochs=t.epochs, batch_size=batch, steps_per_epoch=steps, loss=Item(loss_name, loss_entry.options(), "train.loss"),
                       metrics=tuple(metrics), binary_logit=binary_logit, monitor=monitor, mode=mode,
                       patience=es.patience if es is not None else None, loop=_choose_loop(t.loop, spec),

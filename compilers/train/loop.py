@@ -85,92 +85,218 @@ class _Progress:
             self.bar.stop()
 
 
+class Tracker:
+    """One model's epoch-by-epoch bookkeeping: its history, best epoch, early stopping and divergence."""
+
+    def __init__(self, plan, log=None):
+        tp, es = plan.train, plan.spec.train.early_stopping
+        self.plan, self.log = plan, log
+        self.min_delta = es.min_delta if es is not None else 0.0
+        self.restore_best = es.restore_best if es is not None else False
+        self.history: list[dict] = []
+        self.grad_norms: list[np.ndarray] = []
+        self.best_value, self.best_epoch, self.since_best = None, None, 0
+        self.last_finite = None
+        self.diverged: str | None = None
+        self.stopped_early = False
+        self.done = False
+        self.has_best = False
+
+    def observe(self, epoch: int, stats: dict, vstats: dict | None, lr: float, elapsed: float) -> bool:
+        """Records one epoch; returns True when it is the best so far (its parameters are kept)."""
+        tp = self.plan.train
+        self.grad_norms.append(np.asarray(stats.pop("grad_norm")) / tp.steps_per_epoch)
+        row = {"epoch": epoch, **_metrics_of(stats, tp.metrics)}
+        if vstats is not None:
+            row.update(_metrics_of(vstats, tp.metrics, "val_"))
+        row["lr"] = lr
+        row["time"] = round(elapsed, 4)
+        self.history.append(row)
+        if self.log is not None:
+            self.log.epoch(row)
+        if not math.isfinite(row["loss"]):
+            where = (f"the last finite loss was {self.last_finite[1]:.4g} at epoch {self.last_finite[0]}"
+                     if self.last_finite else "no epoch had a finite loss")
+            self.diverged = (f"the training loss became {row['loss']} at epoch {epoch}; {where} "
+                             f"(lower train.optimizer.lr, set train.optimizer.clip_norm, or scale the data)")
+            self.done = True
+            return False
+        self.last_finite = (epoch, row["loss"])
+        value = row.get(tp.monitor)
+        improved = _improved(value, self.best_value, tp.mode, self.min_delta)
+        if improved:
+            self.best_value, self.best_epoch, self.since_best = value, epoch, 0
+            self.has_best = self.restore_best
+        else:
+            self.since_best += 1
+        if tp.patience is not None and self.since_best >= tp.patience:
+            self.stopped_early = True
+            self.done = True
+        if epoch >= tp.epochs:
+            self.done = True
+        return improved and self.restore_best
+
+    @property
+    def row(self) -> dict:
+        return self.history[-1]
+
+
+def _take(tree, i: int | None):
+    """Member i of a vmapped pytree (the tree itself when nothing is vmapped)."""
+    import jax
+
+    return tree if i is None else jax.tree_util.tree_map(lambda a: a[i], tree)
+
+
+def _device_splits(data, shared: bool = True):
+    import jax
+
+    from compilers.train.step import eval_batch_size, pad_split
+
+    splits = [k for k in ("train", "val", "test") if k in data.x and data.x[k].shape[0] > 0]
+    return {k: jax.device_put(pad_split(data.x[k], data.y[k], eval_batch_size(data.x[k].shape[0]))) for k in splits}
+
+
 def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: dict | None = None) -> RunRecord:
     """Trains the planned model on `data`, writing metrics.jsonl and checkpoints as it goes."""
+    return train_group([plan], [data], [run_dir], progress=progress, logs=[log],
+                       times=[times if times is not None else {}])[0]
+
+
+def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = True, logs=None,
+                times: list[dict] | None = None, shared_data: bool | None = None) -> list[RunRecord]:
+    """Trains models that share one compiled structure (plans that differ only in seed and optimizer
+    values): one model as it is, several as ONE `jax.vmap`ped program, each with its own parameters,
+    optimizer state, shuffles, early stopping and best epoch. Returns one RunRecord per plan."""
     import jax
     import jax.numpy as jnp
 
     from compilers.runs.checkpoint import Checkpoints
-    from compilers.train.metrics import probabilities
     from compilers.train import step as step_module
-    from compilers.train.step import eval_batch_size, make_programs, pad_split
+    from compilers.train.step import eval_batch_size, hyperparams, make_programs, pad_split
 
-    times = times if times is not None else {}
-    spec, tp = plan.spec, plan.train
+    M = len(plans)
+    logs = logs or [None] * M
+    times = times or [{} for _ in range(M)]
+    vm = M > 1
+    if shared_data is None:
+        shared_data = all(_same_data(datas[0], d) for d in datas[1:])
+    plan0, tp = plans[0], plans[0].train
     t0 = time.perf_counter()
-    programs = make_programs(plan)
-    splits = [k for k in ("train", "val", "test") if k in data.x and data.x[k].shape[0] > 0]
-    train_xy = (jax.device_put(data.x["train"]), jax.device_put(data.y["train"]))
-    dev = {k: jax.device_put(pad_split(data.x[k], data.y[k], eval_batch_size(data.x[k].shape[0]))) for k in splits}
-    # learning rate at the end of each epoch, computed once
-    epoch_lr = _schedule_at(programs.schedule, np.arange(1, tp.epochs + 1) * tp.steps_per_epoch - 1)
-    state = programs.init(spec.seed)
-    base_key = jax.random.key(spec.seed)
-    ckpt = Checkpoints(run_dir, spec.train.checkpoint.keep)
-    has_val = "val" in dev
-    es = spec.train.early_stopping
-    min_delta = es.min_delta if es is not None else 0.0
-    restore_best = es.restore_best if es is not None else False
-    history: list[dict] = []
-    best_value, best_epoch, best_state, since_best = None, None, None, 0
-    bar = _Progress(tp.epochs, spec.name, tp.monitor, progress)
+    programs = make_programs(plan0, members=M if vm else None, shared_data=shared_data)
+    single = make_programs(plan0) if vm else programs   # final evaluation, one model at a time
+
+    def stack(arrays):
+        return np.stack(arrays) if vm and not shared_data else arrays[0]
+
+    train_xy = (jax.device_put(stack([d.x["train"] for d in datas])), jax.device_put(stack([d.y["train"] for d in datas])))
+    has_val = "val" in datas[0].x and datas[0].x["val"].shape[0] > 0
+    val = None
+    if has_val:
+        vb = eval_batch_size(datas[0].x["val"].shape[0])
+        padded = [pad_split(d.x["val"], d.y["val"], vb) for d in datas]
+        val = jax.device_put(tuple(stack([p[j] for p in padded]) for j in range(3)))
+    seeds = [p.spec.seed for p in plans]
+    hps = [hyperparams(p) for p in plans]
+    if vm:
+        state = programs.init(jnp.asarray(seeds, jnp.int32), {k: jnp.asarray([h[k] for h in hps]) for k in hps[0]})
+        keys0 = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.int32))
+    else:
+        state = programs.init(jnp.int32(seeds[0]), hps[0])
+        keys0 = jax.random.key(seeds[0])
+    # each model's own learning rate at the end of each epoch, computed once
+    ends = np.arange(1, tp.epochs + 1) * tp.steps_per_epoch - 1
+    unit_lr = _schedule_at(programs.unit_schedule, ends)
+    epoch_lr = [unit_lr * float(p.train.optimizer.options.lr) for p in plans]
+    ckpts = [Checkpoints(d, p.spec.train.checkpoint.keep) for p, d in zip(plans, run_dirs)]
+    trackers = [Tracker(p, lg) for p, lg in zip(plans, logs)]
+    label = plan0.spec.name if not vm else f"{plan0.spec.name} x{M}"
+    bar = _Progress(tp.epochs, label, tp.monitor, progress)
     copy = jax.jit(lambda t: jax.tree_util.tree_map(jnp.copy, t))
+    select = jax.jit(lambda mask, new, old: jax.tree_util.tree_map(
+        lambda a, b: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b), new, old))
+    best = copy((state.params, state.model_state)) if vm and any(t.restore_best for t in trackers) else None
+    best_single = None
     edges = programs.hist_edges(state.params)   # fixed bins of the weight histograms (initial weights)
-    hists, grad_norms = [], []
+    hists = []
+    finals: list = [None] * M                    # (params, model_state, state) of models that stopped
     compile_s = 0.0
-    stopped_early = False
-    diverged = None
-    last_finite = None
     try:
         for epoch in range(1, tp.epochs + 1):
             e0 = time.perf_counter()
-            key = jax.random.fold_in(base_key, epoch)
-            state, stats, vstats = programs.train_epoch(state, *train_xy, key, dev.get("val"))
+            keys = (jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys0, epoch) if vm
+                    else jax.random.fold_in(keys0, epoch))
+            state, stats, vstats = programs.train_epoch(state, *train_xy, keys, val)
             if step_module.PROBES:
-                hists.append(programs.weight_hist(state.params, edges))  # on the device, [layers, bins]
+                hists.append(programs.weight_hist(state.params, edges))  # on the device, [(M,) layers, bins]
             stats, vstats = jax.device_get((stats, vstats))
-            grad_norms.append(np.asarray(stats.pop("grad_norm")) / tp.steps_per_epoch)
-            row = {"epoch": epoch, **_metrics_of(stats, tp.metrics)}
-            if vstats is not None:
-                row.update(_metrics_of(vstats, tp.metrics, "val_"))
-            row["lr"] = float(epoch_lr[epoch - 1])
-            row["time"] = round(time.perf_counter() - t0, 4)
             if epoch == 1:
                 compile_s = time.perf_counter() - e0  # first epoch: compilation + one epoch
-            history.append(row)
-            if log is not None:
-                log.epoch(row)
-            bar.update(epoch, row)
-            if not math.isfinite(row["loss"]):
-                where = (f"the last finite loss was {last_finite[1]:.4g} at epoch {last_finite[0]}"
-                         if last_finite else "no epoch had a finite loss")
-                diverged = (f"the training loss became {row['loss']} at epoch {epoch}; {where} "
-                            f"(lower train.optimizer.lr, set train.optimizer.clip_norm, or scale the data)")
-                break
-            last_finite = (epoch, row["loss"])
-            value = row.get(tp.monitor)
-            if _improved(value, best_value, tp.mode, min_delta):
-                best_value, best_epoch, since_best = value, epoch, 0
-                if restore_best:
-                    best_state = copy((state.params, state.model_state))
-            else:
-                since_best += 1
-            every = spec.train.checkpoint.every
-            if every and epoch % every == 0 and epoch < tp.epochs:
-                ckpt.save(epoch, state)
-            if tp.patience is not None and since_best >= tp.patience:
-                stopped_early = True
+            improved = np.zeros(M, bool)
+            for i, tr in enumerate(trackers):
+                if tr.done:
+                    continue
+                s_i = stats if not vm else {k: v[i] for k, v in stats.items()}
+                v_i = vstats if not vm or vstats is None else {k: v[i] for k, v in vstats.items()}
+                improved[i] = tr.observe(epoch, dict(s_i), v_i, float(epoch_lr[i][epoch - 1]), time.perf_counter() - t0)
+            if improved.any():
+                if vm:
+                    best = select(jnp.asarray(improved), (state.params, state.model_state), best)
+                else:
+                    best_single = copy((state.params, state.model_state))
+            live = [i for i, tr in enumerate(trackers) if not tr.done]
+            bar.update(epoch, trackers[live[0] if live else 0].row)
+            for i, tr in enumerate(trackers):
+                every = plans[i].spec.train.checkpoint.every
+                if finals[i] is None and every and epoch % every == 0 and epoch < tp.epochs and not tr.done:
+                    ckpts[i].save(epoch, _take(state, i if vm else None))
+                if tr.done and finals[i] is None:
+                    finals[i] = copy(_take(state, i)) if vm else state
+            if not live:
                 break
     finally:
         bar.close()
     train_s = time.perf_counter() - t0
-    ckpt.save(len(history), state)
-    final_params, final_ms = state.params, state.model_state
-    if restore_best and best_state is not None:
-        final_params, final_ms = best_state
+    records = []
+    for i, (plan, data, tr) in enumerate(zip(plans, datas, trackers)):
+        st = finals[i] if finals[i] is not None else _take(state, i if vm else None)
+        ckpts[i].save(len(tr.history), st)
+        params, ms = st.params, st.model_state
+        if tr.has_best:
+            params, ms = _take(best, i) if vm else best_single
+        n = len(tr.history)
+        member_hists = None
+        if hists:
+            member_hists = jnp.stack(hists[:n]) if not vm else jnp.stack([h[i] for h in hists[:n]])
+        times[i].update(compile_s=round(compile_s, 4), train_s=round(train_s, 4))
+        if vm:
+            times[i]["members"] = M
+        records.append(_finish(plan, data, single, params, ms, tr, member_hists, _take(edges, i if vm else None),
+                               times[i]))
+        ckpts[i].close()
+    return records
 
-    # Final evaluation of every split with the final (or best) parameters.
+
+def _same_data(a, b) -> bool:
+    for split in ("train", "val", "test"):
+        xa, xb = a.x.get(split), b.x.get(split)
+        if (xa is None) != (xb is None):
+            return False
+        if xa is not None and not (np.array_equal(xa, xb) and np.array_equal(a.y[split], b.y[split])):
+            return False
+    return True
+
+
+def _finish(plan, data, programs, final_params, final_ms, tr: Tracker, hist_counts, edges, times: dict) -> RunRecord:
+    """Final evaluation of every split with the final (or best) parameters, the probes, the record."""
+    import jax
+
+    from compilers.train.metrics import probabilities
+    from compilers.train.probes import activation_summary, collect, data_sample, decision_grid
+
+    spec, tp = plan.spec, plan.train
     e0 = time.perf_counter()
+    dev = _device_splits(data)
     final, outputs = {}, {}
     for split, xyw in dev.items():
         stats, out = jax.device_get(programs.evaluate_predict(final_params, final_ms, *xyw))
@@ -188,27 +314,22 @@ def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: 
         else:
             entry["y_pred"] = np.asarray(out[..., 0], dtype=np.float32)
         predictions[split] = entry
-    hist_counts, hist_edges = jax.device_get((jnp.stack(hists), edges)) if hists else (None, None)
+    hist_counts, hist_edges = jax.device_get((hist_counts, edges)) if hist_counts is not None else (None, None)
     weight_histograms = {} if hist_counts is None else {
         layer: {"counts": np.asarray(hist_counts[:, i]), "edges": np.asarray(hist_edges[i])}
         for i, layer in enumerate(programs.grad_layers)}
-    gradients = {layer: np.asarray([g[i] for g in grad_norms]) for i, layer in enumerate(programs.grad_layers)}
+    gradients = {layer: np.asarray([g[i] for g in tr.grad_norms]) for i, layer in enumerate(programs.grad_layers)}
     probe_split = next(s for s in ("val", "test", "train") if s in dev)
-    from compilers.train.probes import activation_summary
-
     activations = activation_summary(plan.model.net, final_params, final_ms, data.x[probe_split],
                                      np.ones(data.x[probe_split].shape[0]))
-    from compilers.train.probes import collect, data_sample, decision_grid
-
     probes = collect(plan, final_params, final_ms, data)
     grid = decision_grid(plan, final_params, final_ms, data)
-    times.update(compile_s=round(compile_s, 4), train_s=round(train_s, 4),
-                 eval_s=round(time.perf_counter() - e0, 4))
+    times.update(eval_s=round(time.perf_counter() - e0, 4))
 
+    history = tr.history
     total_steps = len(history) * tp.steps_per_epoch
     steps = np.unique(np.linspace(0, max(total_steps - 1, 0), num=min(total_steps, 2000)).astype(np.int64))
-    lrs = _schedule_at(programs.schedule, steps)
-    ckpt.close()
+    lrs = _schedule_at(programs.unit_schedule, steps) * float(tp.optimizer.options.lr)
     record = RunRecord(
         name=spec.name, task=plan.task, history=history,
         layers=plan.model.rows, class_names=data.class_names, feature_names=list(data.feature_names),
@@ -217,15 +338,15 @@ def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: 
         data={"source": data.description, "n_rows": int(sum(plan.sizes.values())),
               "n_features": len(data.feature_names), "input_shape": list(plan.input_shape),
               "splits": dict(plan.sizes), "target": data.target},
-        monitor=tp.monitor, best_epoch=best_epoch, activations=activations,
+        monitor=tp.monitor, best_epoch=tr.best_epoch, activations=activations,
         examples=probes["examples"], feature_maps=probes["feature_maps"], attention=probes["attention"],
         embedding=probes.get("embedding", {}), embedding_layer=probes.get("embedding_layer"),
         vocabulary=getattr(data, "vocabulary", None), data_sample=data_sample(data), decision_grid=grid,
         gradients=gradients, weight_histograms=weight_histograms,
     )
-    record.summary = {"metrics": final, "best_epoch": best_epoch, "best_value": best_value,
-                      "monitor": tp.monitor, "epochs_run": len(history), "stopped_early": stopped_early,
-                      "restored_best": bool(restore_best and best_state is not None)}
-    if diverged:
-        record.summary.update(status="failed", reason=diverged)
+    record.summary = {"metrics": final, "best_epoch": tr.best_epoch, "best_value": tr.best_value,
+                      "monitor": tp.monitor, "epochs_run": len(history), "stopped_early": tr.stopped_early,
+                      "restored_best": tr.has_best}
+    if tr.diverged:
+        record.summary.update(status="failed", reason=tr.diverged)
     return record

@@ -7,7 +7,7 @@ optax GradientTransformation; `clip_norm` chains `optax.clip_by_global_norm` in 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, NamedTuple, Optional
 
 from dsl.registry import OPTIMIZERS, SCHEDULES, opt
 from dsl.spec import OptimizerOptions, ScheduleOptions
@@ -125,14 +125,60 @@ def lion(o, lr):
     return optax.lion(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
 
 
-def make_optimizer(item, schedule_fn):
-    """The optax transformation of an optimizer item, driven by `schedule_fn(step)`."""
+def traced_options(item) -> dict[str, float]:
+    """The optimizer's options that can live in its state as numbers rather than in its program:
+    every float-valued option (lr, weight_decay, b1, b2, eps, momentum, clip_norm when set)."""
+    import dataclasses
+
+    values = {f.name: getattr(item.options, f.name) for f in dataclasses.fields(item.options)}
+    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+class HyperState(NamedTuple):
+    hyperparams: dict    # name -> float32 scalar: this member's values of traced_options
+    inner_state: Any
+
+
+def make_optimizer(item, schedule_fn, *, unit: bool = False):
+    """The optax transformation of an optimizer item, driven by `schedule_fn(step)`.
+
+    With `unit`, `schedule_fn` is the schedule's shape (peak 1), and lr and the other float options
+    are hyperparameters held in the optimizer state (`HyperState`) rather than constants of the
+    program: models that differ only in them share one compiled program, which is what lets the
+    vmap launcher train them side by side with `jax.vmap`.
+    """
+    import dataclasses
+
     import optax
 
-    tx = OPTIMIZERS.get(item.kind).build(item.options, schedule_fn)
-    if item.options.clip_norm:
-        tx = optax.chain(optax.clip_by_global_norm(item.options.clip_norm), tx)
-    return tx
+    entry = OPTIMIZERS.get(item.kind)
+
+    def build(options, lr_fn):
+        tx = entry.build(options, lr_fn)
+        if options.clip_norm is not None:
+            tx = optax.chain(optax.clip_by_global_norm(options.clip_norm), tx)
+        return tx
+
+    if not unit:
+        return build(item.options, schedule_fn)
+
+    import jax.numpy as jnp
+
+    initial = traced_options(item)
+
+    def factory(hp):
+        options = dataclasses.replace(item.options, **hp)
+        return build(options, lambda count: hp["lr"] * schedule_fn(count))
+
+    def init(params):
+        hp = {k: jnp.asarray(v, jnp.float32) for k, v in initial.items()}
+        return HyperState(hp, factory(initial).init(params))
+
+    def update(updates, state, params=None):
+        updates, inner = factory(state.hyperparams).update(updates, state.inner_state, params)
+        return updates, HyperState(state.hyperparams, inner)
+
+    return optax.GradientTransformation(init, update)
 
 
 # --- schedules: builder(options, lr, total_steps, steps_per_epoch) -> optax schedule (after warm-up)

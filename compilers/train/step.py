@@ -36,7 +36,7 @@ class TrainState:
 
 @dataclass
 class Programs:
-    init: Callable         # (seed) -> TrainState
+    init: Callable         # (seed, hyperparams) -> TrainState
     train_epoch: Callable  # (state, X, Y, key, val) -> (state, stats, val_stats | None)  [state donated]
     evaluate: Callable     # (params, model_state, X, Y, W) -> stats, on pad_split batches [jitted]
     evaluate_predict: Callable  # (params, model_state, X, Y, W) -> (stats, outputs [batches*batch, ...])
@@ -45,6 +45,17 @@ class Programs:
     grad_layers: tuple     # layer indices ("0", "3", ...) of stats["grad_norm"] entries
     weight_hist: Callable  # (params, edges) -> [layers, bins] histogram counts of each layer's weights
     hist_edges: Callable   # (params) -> [layers, bins + 1] fixed bins from the initial weights
+    unit_schedule: Callable  # step -> the schedule's shape (peak 1); a model's lr multiplies it
+    members: int | None = None  # vmapped over this many models (leading axis of state and stats)
+
+
+def hyperparams(plan) -> dict:
+    """The traced values of a plan's optimizer (lr, weight decay, ...) as float32 scalars."""
+    import numpy as np
+
+    from compilers.train.optim import traced_options
+
+    return {k: np.float32(v) for k, v in traced_options(plan.train.optimizer).items()}
 
 
 def _padded_batches(key, n: int, batch: int, shuffle: bool):
@@ -77,13 +88,18 @@ def pad_split(x, y, batch: int):
             w.reshape(steps, batch))
 
 
-def make_programs(plan) -> Programs:
+def make_programs(plan, *, members: int | None = None, shared_data: bool = True) -> Programs:
+    """The jitted programs of a plan. With `members`, every program is `jax.vmap`ped over that many
+    models that share the plan's structure: states, keys and stats gain a leading axis, and the
+    data too unless `shared_data` (then every member reads the same arrays)."""
     net = plan.model.net
     tp = plan.train
     task, n_classes = plan.task, max(plan.n_classes, 1)
     loss_fn = LOSSES.get(tp.loss.kind).build(tp.loss.options)
-    schedule = make_schedule(tp.schedule, tp.optimizer.options.lr, tp.epochs, tp.steps_per_epoch)
-    tx = make_optimizer(tp.optimizer, schedule)
+    unit_schedule = make_schedule(tp.schedule, 1.0, tp.epochs, tp.steps_per_epoch)
+    lr = float(tp.optimizer.options.lr)
+    schedule = lambda step: lr * unit_schedule(step)  # noqa: E731  (this plan's own learning rate)
+    tx = make_optimizer(tp.optimizer, unit_schedule, unit=True)
     stats_of = partial(batch_stats, task=task, n_classes=n_classes, binary_logit=tp.binary_logit,
                        with_hist=tp.with_hist)
     input_shape = plan.input_shape
@@ -91,14 +107,15 @@ def make_programs(plan) -> Programs:
     # top-level layers that have parameters, in layer order: "layers_0", "layers_3", ...
     layer_keys = sorted((plan.model.variable_shapes or {}).get("params", {}), key=lambda k: int(k.split("_")[1]))
 
-    def init(seed):
+    def init(seed, hparams):
         key = jax.random.key(seed)
         pkey, dkey, skey = jax.random.split(key, 3)
         x = jnp.zeros((1, *input_shape), plan.model.input_dtype)
         variables = net.init({"params": pkey, "dropout": dkey}, x, train=False)
         variables = dict(variables)
         params = variables.pop("params")
-        return TrainState(params=params, model_state=variables, opt_state=tx.init(params),
+        opt_state = tx.init(params)._replace(hyperparams={k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()})
+        return TrainState(params=params, model_state=variables, opt_state=opt_state,
                           step=jnp.zeros((), jnp.int32), rng=skey)
 
     def forward(params, model_state, x, train: bool, rng):
@@ -140,12 +157,16 @@ def make_programs(plan) -> Programs:
         stats = jax.tree_util.tree_map(lambda s: s.sum(0), stats)
         return (stats, out.reshape(-1, *out.shape[2:])) if keep_outputs else stats
 
-    evaluate = jax.jit(partial(eval_scan, keep_outputs=False))
-    evaluate_predict = jax.jit(partial(eval_scan, keep_outputs=True))
+    d = None if shared_data else 0    # vmap axis of the data arrays
+
+    def vm(f, in_axes):
+        return f if members is None else jax.vmap(f, in_axes=in_axes)
+
+    evaluate = jax.jit(vm(partial(eval_scan, keep_outputs=False), (0, 0, d, d, d)))
+    evaluate_predict = jax.jit(vm(partial(eval_scan, keep_outputs=True), (0, 0, d, d, d)))
 
     if tp.loop == "scan":
-        @partial(jax.jit, donate_argnums=0)
-        def train_epoch(state, X, Y, key, val):
+        def one_epoch(state, X, Y, key, val):
             # One compiled call per epoch: shuffle, every minibatch step, then the validation pass.
             idx, w = _padded_batches(key, n_train, batch, True)
 
@@ -156,22 +177,31 @@ def make_programs(plan) -> Programs:
             state, stats = jax.lax.scan(body, state, (idx, w))
             vstats = None if val is None else eval_scan(state.params, state.model_state, *val, keep_outputs=False)
             return state, jax.tree_util.tree_map(lambda s: s.sum(0), stats), vstats
+
+        epoch_program = jax.jit(vm(one_epoch, (0, d, d, 0, d)), donate_argnums=0)
+        epoch_program_noval = jax.jit(vm(lambda s, X, Y, k: one_epoch(s, X, Y, k, None), (0, d, d, 0)),
+                                      donate_argnums=0)
+
+        def train_epoch(state, X, Y, key, val):
+            return epoch_program(state, X, Y, key, val) if val is not None else epoch_program_noval(state, X, Y, key)
     else:
         # One jitted call per minibatch: XLA:CPU compiles convolutions inside scan to a slow path.
-        batches = jax.jit(partial(_padded_batches, n=n_train, batch=batch, shuffle=True))
+        batches = jax.jit(vm(partial(_padded_batches, n=n_train, batch=batch, shuffle=True), 0))
 
-        @partial(jax.jit, donate_argnums=(0, 1))
-        def step_acc(state, acc, X, Y, idx, w, k):
+        def one_step(state, acc, X, Y, idx, w, k):
             state, stats = train_step(state, X[idx[k]], Y[idx[k]], w[k])
             return state, jax.tree_util.tree_map(jnp.add, acc, stats)
 
+        step_acc = jax.jit(vm(one_step, (0, 0, d, d, 0, 0, None)), donate_argnums=(0, 1))
+        stats_shape = jax.jit(vm(lambda s, X, Y, idx, w: train_step(s, X[idx[0]], Y[idx[0]], w[0])[1],
+                                 (0, d, d, 0, 0)))
         zero = None
 
         def train_epoch(state, X, Y, key, val):
             nonlocal zero
             idx, w = batches(key)
             if zero is None:
-                shapes = jax.eval_shape(lambda s: train_step(s, X[idx[0]], Y[idx[0]], w[0])[1], state)
+                shapes = jax.eval_shape(stats_shape, state, X, Y, idx, w)
                 zero = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
             acc = jax.tree_util.tree_map(jnp.copy, zero)
             for k in range(idx.shape[0]):
@@ -187,7 +217,6 @@ def make_programs(plan) -> Programs:
             out.append(jnp.concatenate([v.ravel() for v in (main or [v for _, v in leaves])]))
         return out
 
-    @jax.jit
     def hist_edges(params):
         rows = []
         for v in layer_weights(params):
@@ -195,7 +224,6 @@ def make_programs(plan) -> Programs:
             rows.append(jnp.linspace(-m, m, HIST_BINS + 1))
         return jnp.stack(rows) if rows else jnp.zeros((0, HIST_BINS + 1))
 
-    @jax.jit
     def weight_hist(params, edges):
         rows = []
         for v, e in zip(layer_weights(params), edges):
@@ -206,6 +234,8 @@ def make_programs(plan) -> Programs:
             rows.append(jnp.diff(cum, prepend=0.0))
         return jnp.stack(rows) if rows else jnp.zeros((0, HIST_BINS))
 
-    return Programs(grad_layers=tuple(k.split("_")[1] for k in layer_keys), weight_hist=weight_hist,
-                    hist_edges=hist_edges, init=jax.jit(init, static_argnums=0), train_epoch=train_epoch, evaluate=evaluate,
-                    evaluate_predict=evaluate_predict, schedule=schedule, tx=tx)
+    return Programs(grad_layers=tuple(k.split("_")[1] for k in layer_keys),
+                    weight_hist=jax.jit(vm(weight_hist, (0, 0))), hist_edges=jax.jit(vm(hist_edges, 0)),
+                    init=jax.jit(vm(init, (0, 0))), train_epoch=train_epoch, evaluate=evaluate,
+                    evaluate_predict=evaluate_predict, schedule=schedule, tx=tx, unit_schedule=unit_schedule,
+                    members=members)
