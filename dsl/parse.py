@@ -370,6 +370,39 @@ def parse_plots(raw: Any) -> Any:
     return tuple(parse_item(p, reg.CHARTS, f"plots[{i}]") for i, p in enumerate(raw))
 
 
+# How metrics.jsonl and summary.json name a metric of a split: val_accuracy, test_loss; bare: train.
+SPLIT_PREFIXES = (("val_", "val"), ("test_", "test"), ("train_", "train"))
+
+
+def split_metric(name: str) -> tuple[str, str]:
+    """'val_accuracy' -> ('val', 'accuracy'); a name without a split prefix is the training split."""
+    for prefix, split in SPLIT_PREFIXES:
+        if name.startswith(prefix):
+            return split, name[len(prefix):]
+    return "train", name
+
+
+def parse_objective(raw: Any, data: Data, train: Train) -> str | None:
+    """The metric a run returns to a sweeper; what can be checked before the data is loaded."""
+    if raw is None:
+        return None
+    name = convert(raw, str, "objective", "objective")
+    split, base = split_metric(name)
+    known = ["loss", *(e.name for e in reg.METRICS)]
+    if base not in known:
+        hint = did_you_mean(name, [f"{p}{m}" for p in ("val_", "test_", "train_", "") for m in known])
+        raise _err("objective", f"unknown objective '{name}'{hint}" if hint else
+                   f"unknown objective '{name}'; expected val_, test_ or train_ and one of: {', '.join(known)}")
+    if train.metrics != "auto" and base not in ("loss", *train.metrics):
+        raise _err("objective", f"'{name}' is not recorded: add {base} to train.metrics "
+                                f"(it lists {', '.join(train.metrics) or 'nothing'})")
+    fraction = {"val": data.split.val, "test": data.split.test}.get(split)
+    if fraction == 0:
+        raise _err("objective", f"'{name}' needs a {'validation' if split == 'val' else 'test'} split, "
+                                f"but data.split.{split} is 0")
+    return name
+
+
 def parse_spec(raw: Any, *, file: str | None = None, smap: SourceMap | None = None) -> Spec:
     """A plain mapping (a resolved spec) -> Spec; a SpecError carries file and line."""
     reg.load_all()
@@ -411,5 +444,6 @@ def _parse(raw: Any, file: str | None) -> Spec:
     model = parse_model(_section(raw, "model", "model"))
     train = parse_train(_section(raw, "train", "train"))
     plots = parse_plots(raw.get("plots", "auto"))
+    objective = parse_objective(raw.get("objective"), data, train)
     return Spec(name=name, seed=seed, task=task, vars=variables, data=data, model=model,
-                train=train, plots=plots, file=file)
+                train=train, plots=plots, objective=objective, file=file)

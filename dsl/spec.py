@@ -108,6 +108,9 @@ class Spec:
     data: Data = opt(default_factory=Data, doc="the data")
     model: Model = opt(default_factory=Model, doc="the network")
     train: Train = opt(default_factory=Train, doc="training")
+    objective: Optional[str] = opt(
+        None, "the final metric a run returns to a Hydra sweeper (optuna), named as in metrics.jsonl "
+              "(val_accuracy, test_loss; a bare name is the training split); default: the early-stopping monitor")
     plots: Any = opt("auto", "auto, or a list of chart kinds with options")
     file: Optional[str] = field(default=None, compare=False)
 
