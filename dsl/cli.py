@@ -12,10 +12,11 @@ commands:
   list [FAMILY]                      every data source, prep step, layer, loss, optimizer, schedule,
                                      metric and chart kind, with a one-line description
   plot RUN_DIR [plots=[...]]         re-render a finished run's charts and report
+  compare DIR [DIR ...] [--out FILE] one report comparing runs: run dirs, sweep dirs, folders of runs
 """
 
-COMMANDS = ("run", "validate", "list", "plot")
-LATER = ("compare", "serve", "predict", "resume")
+COMMANDS = ("run", "validate", "list", "plot", "compare")
+LATER = ("serve", "predict", "resume")
 
 
 def fail(message: str, code: int = 2) -> None:

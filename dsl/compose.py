@@ -25,6 +25,9 @@ PRIMARY = "__dsl__"
 CONF_PACKAGE = "pkg://conf"
 RUN_DIR = "outputs/${name}/${now:%Y-%m-%d}_${now:%H-%M-%S}"
 SWEEP_DIR = "multirun/${name}/${now:%Y-%m-%d}_${now:%H-%M-%S}"
+# Hydra's own callbacks (in Hydra's config, not the user's): the comparison report at the end of
+# every multirun, whatever the launcher or sweeper.
+CALLBACKS = {"sweep_report": {"_target_": "dsl.callbacks.SweepReport"}}
 
 
 def project_root() -> Path:
@@ -156,7 +159,7 @@ def register(spec_path: Path) -> None:
     cs.store(group="dsl", name="language", package="_global_", node=language_defaults())
     cs.store(name=PRIMARY, node={"defaults": ["dsl/language", spec_path.stem, "_self_",
                                               {"override hydra/job_logging": "none"}],
-                                 "hydra": {"searchpath": [CONF_PACKAGE]}})
+                                 "hydra": {"searchpath": [CONF_PACKAGE], "callbacks": CALLBACKS}})
 
 
 def hydra_argv(spec_path: Path) -> list[str]:

@@ -230,7 +230,7 @@ charts.forEach(function(c){
 })();"""
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in str(text).lower())
 
 
@@ -247,7 +247,7 @@ def _is_drawn(r: Any) -> bool:
     return r.skipped is None and r.spec is not None
 
 
-def _figure(r: Any) -> str:
+def figure(r: Any) -> str:
     cid = e(f"chart-{r.name}")
     links = "".join(
         f'<a class="dl" href="#" data-format="{fmt}" download="{e(r.name)}.{ext}" '
@@ -272,7 +272,7 @@ def write_report(record: Any, rendered: Iterable[Any], path: Path) -> None:
 
     toc, body, calls = [], [], []
     for section, group in _ordered_sections(rendered):
-        anchor = e("section-" + _slug(section))
+        anchor = e("section-" + slug(section))
         drawn = [r for r in group if _is_drawn(r)]
         skipped = [r for r in group if not _is_drawn(r)]
         entries = [f'<li><a href="#chart-{e(r.name)}">{e(r.title)}</a></li>' for r in drawn]
@@ -282,7 +282,7 @@ def write_report(record: Any, rendered: Iterable[Any], path: Path) -> None:
         body.append(f'<section id="{anchor}"><h2>{e(section)}'
                     f'<a class="top" href="#contents" title="Back to the contents">↑ contents</a></h2>')
         if drawn:
-            body.append('<div class="charts">' + "".join(_figure(r) for r in drawn) + "</div>")
+            body.append('<div class="charts">' + "".join(figure(r) for r in drawn) + "</div>")
             calls += [{"id": f"chart-{r.name}", "name": r.name, "spec": r.spec} for r in drawn]
         if skipped:
             body.append('<ul class="skipped">' + "".join(
@@ -292,34 +292,42 @@ def write_report(record: Any, rendered: Iterable[Any], path: Path) -> None:
     if not rendered:
         body.append('<p class="empty">This run asked for no charts.</p>')
 
-    bundle = re.sub(r"</(script)", r"<\\/\1", javascript_bundle(), flags=re.IGNORECASE)
-    charts_js = CHARTS_JS % {"opts": script_safe_json(EMBED_OPTIONS), "charts": script_safe_json(calls)}
     nav = (f'<nav class="toc" id="contents" aria-label="Contents"><h2>Contents</h2><ol>{"".join(toc)}</ol></nav>'
            if toc else "")
-    title = f"{record.name} · report"
-    page = f"""<!DOCTYPE html>
+    header = f"<h1>{e(record.name)}</h1>\n<dl>{_facts(record)}</dl>\n{_metrics_table(record.summary or {})}\n{nav}"
+    write_page(path, f"{record.name} · report", header, "".join(body), calls)
+
+
+def page_html(title: str, header: str, main: str, calls: list[dict], css: str = "") -> str:
+    """A whole offline page: the bundle once, `header` and `main` (HTML, already escaped), and one
+    vegaEmbed per entry of `calls` ({"id", "name", "spec"}; each id names a `figure`'s chart)."""
+    bundle = re.sub(r"</(script)", r"<\\/\1", javascript_bundle(), flags=re.IGNORECASE)
+    charts_js = CHARTS_JS % {"opts": script_safe_json(EMBED_OPTIONS), "charts": script_safe_json(calls)}
+    return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{e(title)}</title>
-<style>{CSS}</style>
+<style>{CSS}{css}</style>
 <script>{bundle}</script>
 </head>
 <body>
 <header>
-<h1>{e(record.name)}</h1>
-<dl>{_facts(record)}</dl>
-{_metrics_table(record.summary or {})}
-{nav}
+{header}
 </header>
 <main>
-{''.join(body)}
+{main}
 </main>
 <script>{charts_js}</script>
 </body>
 </html>
 """
+
+
+def write_page(path: Path, title: str, header: str, main: str, calls: list[dict], css: str = "") -> None:
+    """Writes page_html(...) to a temporary file first, then renames it into place."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
+    tmp.write_text(page_html(title, header, main, calls, css), encoding="utf-8")
     tmp.replace(path)
