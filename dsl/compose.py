@@ -166,13 +166,14 @@ def hydra_argv(spec_path: Path) -> list[str]:
     return ["--config-dir", str(spec_path.parent), "--config-name", PRIMARY]
 
 
-def compose(spec_path: Path, overrides: list[str]):
-    """The composed config without running anything (validate, override checks)."""
+def compose(spec_path: Path, overrides: list[str], *, hydra: bool = False):
+    """The composed config without running anything (validate, override checks); `hydra=True`
+    keeps Hydra's own node (launcher, sweeper), unresolved."""
     from hydra import compose as hcompose, initialize_config_dir
 
     register(spec_path)
     with initialize_config_dir(config_dir=str(spec_path.parent), version_base="1.3"):
-        return hcompose(config_name=PRIMARY, overrides=list(overrides))
+        return hcompose(config_name=PRIMARY, overrides=list(overrides), return_hydra_config=hydra)
 
 
 # --- overrides ---------------------------------------------------------------------------------

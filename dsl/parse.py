@@ -390,7 +390,9 @@ def parse_objective(raw: Any, data: Data, train: Train) -> str | None:
     split, base = split_metric(name)
     known = ["loss", *(e.name for e in reg.METRICS)]
     if base not in known:
-        hint = did_you_mean(name, [f"{p}{m}" for p in ("val_", "test_", "train_", "") for m in known])
+        names = [f"{p}{m}" for p in ("val_", "test_", "train_", "") for m in known]
+        longer = [n for n in names if n.startswith(name)]  # val_acc -> val_accuracy
+        hint = f" (did you mean '{longer[0]}'?)" if len(longer) == 1 else did_you_mean(name, names)
         raise _err("objective", f"unknown objective '{name}'{hint}" if hint else
                    f"unknown objective '{name}'; expected val_, test_ or train_ and one of: {', '.join(known)}")
     if train.metrics != "auto" and base not in ("loss", *train.metrics):

@@ -142,6 +142,13 @@ def test_metric_direction_and_ranking(tmp_path):
     cmp = compare(collect([tmp_path / "acc"]))
     assert cmp.objective == "val_accuracy" and not cmp.lower
     assert [r.id for r in cmp.ranked] == ["1", "2", "0"]
+    # the spec's `objective` (in the resolved spec) wins over the monitor
+    for i, (acc, loss) in enumerate(((0.9, 0.5), (0.8, 0.2))):
+        run = make_run(tmp_path / "obj" / str(i), overrides=[f"seed={i}"], val_loss=loss,
+                       extra_metrics={"test": {"accuracy": acc}})
+        (run / ".hydra" / "config.yaml").write_text("name: toy\nobjective: test_accuracy\n")
+    cmp = compare(collect([tmp_path / "obj"]))
+    assert cmp.objective == "test_accuracy" and not cmp.lower and [r.id for r in cmp.ranked] == ["0", "1"]
     # a loss ascending, with a failed job last
     sweep = make_sweep(tmp_path / "loss", [{"overrides": [f"seed={i}"], "val_loss": v}
                                            for i, v in enumerate((0.4, 0.2, 0.3, 0.1))], failed={3: "boom"})

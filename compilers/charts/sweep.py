@@ -57,6 +57,7 @@ class Run:
     metrics: dict[str, float | None] = field(default_factory=dict)   # "val_loss", "test_accuracy", ...
     history: list[dict] = field(default_factory=list)                # metrics.jsonl rows
     monitor: str | None = None
+    objective: str | None = None       # the spec's `objective` (the metric a sweeper optimises)
     best_epoch: Any = None
     seconds: float | None = None
     error: str | None = None
@@ -120,16 +121,31 @@ def _read_overrides(run_dir: Path) -> tuple[str, ...]:
     return tuple(str(o) for o in raw) if isinstance(raw, list) else ()
 
 
-def _config_name(run_dir: Path) -> str:
-    """The spec's name from .hydra/config.yaml (a failed job's only record of it)."""
+def _config_value(run_dir: Path, key: str) -> str:
+    """A top-level string of the run's resolved spec, .hydra/config.yaml ('' when missing)."""
     import yaml
 
     try:
         raw = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return ""
-    name = raw.get("name") if isinstance(raw, dict) else None
-    return str(name) if isinstance(name, str) and "${" not in name else ""
+    value = raw.get(key) if isinstance(raw, dict) else None
+    return value if isinstance(value, str) and "${" not in value else ""
+
+
+def _config_name(run_dir: Path) -> str:
+    """The spec's name (from .hydra/config.yaml: a failed job's only record of it)."""
+    return _config_value(run_dir, "name")
+
+
+def _objective(summary: dict, run_dir: Path) -> str | None:
+    """The spec's `objective` as summary.json or the resolved spec records it, if any."""
+    value = summary.get("objective")
+    if isinstance(value, dict):
+        value = value.get("name")
+    if not isinstance(value, str) or not value:
+        value = _config_value(run_dir, "objective")
+    return value or None
 
 
 def read_run(run_dir: Path) -> Run:
@@ -145,6 +161,7 @@ def read_run(run_dir: Path) -> Run:
     run.status = str(summary.get("status") or "completed")
     run.metrics = flat_metrics(summary.get("metrics") or {})
     run.monitor = summary.get("monitor") if isinstance(summary.get("monitor"), str) else None
+    run.objective = _objective(summary, run_dir)
     run.best_epoch = summary.get("best_epoch")
     run.seconds = num((summary.get("times") or {}).get("total_s"))
     run.history = [h for h in _read_jsonl(run_dir / "metrics.jsonl") if num(h.get("epoch")) is not None]
@@ -368,16 +385,18 @@ def shared_metrics(runs: list[Run]) -> list[str]:
 
 
 def choose_objective(runs: list[Run]) -> str | None:
-    """The metric runs are ranked by: the monitor every run shares, else val_loss, test_loss,
-    train_loss, else the first metric they share."""
+    """The metric runs are ranked by: the spec's `objective` every run shares, else the
+    early-stopping monitor every run shares, else val_loss, test_loss, train_loss, else the first
+    metric they share."""
     shared = shared_metrics(runs)
     if not shared:
         return None
-    monitors = {r.monitor for r in runs if r.ok and r.metrics and r.monitor}
-    if len(monitors) == 1:
-        m = monitor_metric(next(iter(monitors)))
-        if m in shared:
-            return m
+    for attr in ("objective", "monitor"):
+        named = {getattr(r, attr) for r in runs if r.ok and r.metrics}
+        if len(named) == 1 and None not in named:
+            m = monitor_metric(next(iter(named)))
+            if m in shared:
+                return m
     for m in ("val_loss", "test_loss", "train_loss"):
         if m in shared:
             return m
@@ -578,8 +597,10 @@ def metric_by_param(cmp: Comparison):
             xs = sorted({row["x"] for row in rows})
             x = alt.X("x:Q", title=p.key,
                       scale=alt.Scale(type="log", nice=False, padding=12) if p.log else alt.Scale(zero=False, padding=12),
-                      axis=alt.Axis(values=xs, format="~g", labelOverlap="greedy") if len(xs) <= 8
-                      else alt.Axis(format="~g", labelOverlap="greedy"))
+                      # A tick per swept value when there are few. labelExpr, not format: Vega
+                      # fits an axis format's precision to the tick step (16 and 64 read "2e+1", "6e+1").
+                      axis=alt.Axis(values=xs, labelExpr="format(datum.value, '~g')", labelOverlap="greedy")
+                      if len(xs) <= 8 else alt.Axis(format="~g", labelOverlap="greedy"))
             base = alt.Chart().encode(x=x)
             layers = [base.mark_line(color="#999", strokeWidth=1.5).encode(y=mean),
                       base.mark_circle(size=80, opacity=0.85).encode(y=y, color=color, tooltip=tooltip)]
@@ -757,6 +778,10 @@ def design_matrix(cmp: Comparison, runs: list[Run], params: list[Param]):
     return np.stack(cols, axis=1), owner
 
 
+def categories_in(p: Param, runs: list[Run]) -> list[str]:
+    return [c for c in p.categories if any(p.text(r.id) == c for r in runs)]
+
+
 def correlation(p: Param, runs: list[Run], y) -> float | None:
     """Pearson correlation of a swept value with the metric: numeric keys by their axis position
     (log10 on a log axis), a two-valued categorical key by whether it takes its second value."""
@@ -765,7 +790,7 @@ def correlation(p: Param, runs: list[Run], y) -> float | None:
     if p.numeric:
         pairs = [(p.position(r.id), v) for r, v in zip(runs, y) if p.position(r.id) is not None]
     else:
-        cats = [c for c in p.categories if any(p.text(r.id) == c for r in runs)]
+        cats = categories_in(p, runs)
         if len(cats) != 2:
             return None
         pairs = [(1.0 if p.text(r.id) == cats[1] else 0.0, v) for r, v in zip(runs, y)]
@@ -795,7 +820,9 @@ def importance(cmp: Comparison) -> Importance:
         notes.append(f"the same in every completed run, left out: {', '.join(dropped)}")
     y = np.array([cmp.value(r) for r in runs], dtype=float)
     rows = [{"key": p.key, "label": p.label, "importance": None, "correlation": correlation(p, runs, y),
-             "numeric": p.numeric, "log": p.log} for p in params]
+             "how": "log10" if p.log else "" if p.numeric else (
+                 " vs ".join(categories_in(p, runs)[::-1]) if len(categories_in(p, runs)) == 2 else "categorical")}
+            for p in params]
     if not params:
         return Importance([], len(runs), notes or ["no swept key takes two values among the completed runs"])
     if len(runs) < MIN_IMPORTANCE_RUNS:
@@ -830,7 +857,7 @@ table.runs td.num{text-align:right;font-variant-numeric:tabular-nums}
 table.runs td.obj{font-weight:600}
 table.runs tr.best td{background:#f2f8ee}
 table.runs tr.failed td{background:#fdf3f2}
-table.runs td.ov{white-space:normal;min-width:260px;font-family:ui-monospace,monospace;font-size:12px;color:#444}
+table.runs td.ov{font-family:ui-monospace,monospace;font-size:12px;color:#444}
 table.runs td.err{white-space:normal;color:#b00;min-width:260px}
 .status-completed{color:#2a7a2a}.status-failed{color:#b00}
 .swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:6px;vertical-align:baseline}
@@ -886,7 +913,8 @@ def runs_table(cmp: Comparison, out_dir: Path) -> str:
     metric_cols = ([cmp.objective] if cmp.objective else []) + [
         m for m in cmp.metrics if m != cmp.objective and (metric_split(m)[0] != "train" or not any(
             metric_split(x)[0] in ("val", "test") for x in cmp.metrics))]
-    head = ["#", "run", "status"] + [p.label for p in cmp.params] + metric_cols + ["best epoch", "time", "overrides"]
+    head = ["#", "run", "status"] + [p.label for p in cmp.params] + metric_cols + [
+        "best epoch", "time", "other overrides" if cmp.fixed else "overrides"]
     titles = {p.label: p.key for p in cmp.params}
     if cmp.objective:
         titles[cmp.objective] = f"ranked by {cmp.objective}, {'lower' if cmp.lower else 'higher'} is better"
@@ -901,7 +929,7 @@ def runs_table(cmp: Comparison, out_dir: Path) -> str:
         href = _href(r, out_dir)
         swatch = f'<span class="swatch" style="background:{colors[i % len(colors)]}"></span>'
         name = f'<a href="{e(href)}">{e(r.id)}</a>' if href else e(r.id)
-        if r.name and r.name != r.id and len({x.name for x in cmp.runs}) > 1:
+        if r.name and r.name != r.id and len({x.name for x in cmp.runs if x.name}) > 1:
             name += f' <span class="note">{e(r.name)}</span>'
         cells = [f'<td class="num">{rank if is_ranked else "–"}</td>', f"<td>{swatch}{name}</td>",
                  f'<td class="status-{e(r.status)}">{e(r.status)}</td>']
@@ -913,7 +941,9 @@ def runs_table(cmp: Comparison, out_dir: Path) -> str:
                       for m in metric_cols]
             cells += [f'<td class="num">{e(_fmt(r.best_epoch))}</td>',
                       f'<td class="num">{e(_fmt_seconds(r.seconds))}</td>']
-        cells.append(f'<td class="ov">{e(" ".join(r.overrides) or "(none)")}</td>')
+        # The overrides every run shares are in the header; the full line is the cell's tooltip.
+        own = [o for o in r.overrides if split_override(o)[0] not in cmp.fixed]
+        cells.append(f'<td class="ov" title="{e(" ".join(r.overrides))}">{e(" ".join(own) or "(none)")}</td>')
         body.append(f'<tr class="{" ".join(classes)}" data-run="{e(r.id)}">{"".join(cells)}</tr>')
     return (f'<div class="wrap"><table class="runs"><thead><tr>{ths}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></div>')
@@ -942,14 +972,14 @@ def importance_table(imp: Importance, objective: str | None) -> str:
             side = "pos" if c >= 0 else "neg"
             corr_cell = (f'<span class="bar"><span class="mid"></span><span class="{side}" '
                          f'style="width:{50 * abs(c):.1f}%"></span></span>{c:+.3f}')
-        how = " (log10)" if row["log"] else ("" if row["numeric"] else " (categorical)")
-        body.append(f'<tr><td title="{e(row["key"])}"><code>{e(row["key"])}</code>{e(how)}</td>'
+        how = f' <span class="note">({e(row["how"])})</span>' if row["how"] else ""
+        body.append(f'<tr><td title="{e(row["key"])}"><code>{e(row["key"])}</code>{how}</td>'
                     f'<td>{imp_cell}</td><td>{corr_cell}</td></tr>')
     explain = (f'<p class="note">Importance: the share of a random forest\'s (scikit-learn, '
                f'{FOREST["n_estimators"]} trees) impurity decrease that each swept key accounts for when '
                f'predicting the final {e(objective)} from the swept values over {imp.n} completed runs. '
-               f'Correlation: Pearson\'s r between the value (log10 of it on a log axis; for a two-valued '
-               f'key, whether it takes its second value) and {e(objective)}.</p>')
+               f'Correlation: Pearson\'s r between the value (log10 of it on a log axis; for a key with two '
+               f'values "b vs a": 1 for b, 0 for a) and {e(objective)}.</p>')
     return (f'{notes}<table class="imp"><thead><tr><th>swept key</th><th>importance</th><th>correlation with '
             f'{e(objective)}</th></tr></thead><tbody>{"".join(body)}</tbody></table>{explain}')
 

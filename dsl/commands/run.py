@@ -76,6 +76,132 @@ def _compose(spec_path, smap, overrides):
         raise SpecError("", f"cannot compose the spec: {msg}", file=smap.file) from None
 
 
+# --- what a run returns to a sweeper, and jobs that run side by side ------------------------------
+
+def objective_name(spec, summary: dict | None = None) -> str:
+    """The metric a run returns: the spec's `objective`, else the early-stopping monitor."""
+    if spec.objective:
+        return spec.objective
+    if summary and summary.get("monitor"):
+        return summary["monitor"]  # the monitor the run used (loss when there is no validation split)
+    es = spec.train.early_stopping
+    return es.monitor if es is not None else "val_loss"
+
+
+def objective_value(spec, summary: dict) -> float:
+    """The run's final value of its objective (summary.json's metrics), for a sweeper such as optuna."""
+    from dsl.parse import split_metric
+
+    name = objective_name(spec, summary)
+    split, base = split_metric(name)
+    try:
+        return float(summary["metrics"][split][base])
+    except (KeyError, TypeError, ValueError):
+        raise SpecError("objective", f"'{name}' is not among the run's final metrics") from None
+
+
+def natural_direction(spec) -> str:
+    """'minimize' or 'maximize': which way the objective gets better."""
+    from dsl.parse import split_metric
+    from dsl.registry import METRICS
+
+    es = spec.train.early_stopping
+    if spec.objective is None and es is not None and es.mode != "auto":
+        return "minimize" if es.mode == "min" else "maximize"
+    base = split_metric(objective_name(spec))[1]
+    mode = "min" if base == "loss" or base not in METRICS else METRICS.get(base).meta.get("mode", "max")
+    return "minimize" if mode == "min" else "maximize"
+
+
+def check_sweeper(spec_path: Path, smap, spec, overrides: list[str]) -> None:
+    """Before a sweep starts: the sweeper's direction agrees with the objective, and the spec names
+    no Python function for the sweeper to call. SpecError (exit status 2) otherwise."""
+    from omegaconf import ListConfig
+
+    from dsl.compose import compose, locate
+
+    fixed = [o for o in overrides if not _is_sweep(o.partition("=")[2])]
+    try:
+        sweeper = compose(spec_path, fixed, hydra=True).hydra.get("sweeper") or {}
+    except Exception as e:  # Hydra's own errors (e.g. an unknown sweeper): one line, our format
+        msg = str(e).strip().split("\n")[0]
+        raise SpecError("", f"cannot compose the spec: {msg}", file=smap.file) from None
+    key = "hydra.sweeper.custom_search_space"
+    if key in smap.lines and sweeper.get("custom_search_space"):
+        raise SpecError(key, "specs never execute code: it names a Python function; give the search space "
+                             "as hydra.sweeper.params").located(smap.file, smap.line(key))
+    if "direction" not in sweeper:
+        return
+    given = sweeper.direction
+    given = list(given) if isinstance(given, (list, tuple, ListConfig)) else [given]
+    given = [getattr(d, "name", str(d)) for d in given]
+    name = objective_name(spec)
+    want = natural_direction(spec)
+    if len(given) != 1:
+        err = SpecError("hydra.sweeper.direction", f"lists {len(given)} directions, but a run returns one "
+                                                    f"value (objective: {name})")
+    elif given[0] != want:
+        better = "lower" if want == "minimize" else "higher"
+        err = SpecError("hydra.sweeper.direction", f"{given[0]} does not fit objective {name}, which is better "
+                                                    f"{better}: set hydra.sweeper.direction={want}"
+                                                    + ("" if spec.objective else " or name another objective"))
+    else:
+        return
+    raise locate(err, smap, overrides)
+
+
+def cpu_count() -> int:
+    """CPUs this process may use (affinity and cgroup quota, as joblib counts them)."""
+    try:
+        from joblib import cpu_count as joblib_cpu_count
+
+        return max(int(joblib_cpu_count()), 1)
+    except ImportError:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def thread_env(n_jobs: int, cpus: int | None = None) -> dict[str, str]:
+    """Environment for one of `n_jobs` job processes running at once: about cpus // n_jobs threads each.
+
+    XLA:CPU sizes its thread pools from PJRT_NPROC (xla/pjrt/utils.cc DefaultThreadPoolSize; else
+    the CPU affinity); `--xla_cpu_multi_thread_eigen=false` alone left a matmul multi-threaded on
+    jaxlib 0.10. OMP/MKL/OpenBLAS cover NumPy and scikit-learn in data preparation. GPU jobs share
+    the device's memory instead of each preallocating 75% of it. n_jobs < 0 counts as joblib does.
+    """
+    cpus = cpus or cpu_count()
+    if n_jobs < 0:
+        n_jobs = cpus + 1 + n_jobs  # joblib: -1 all CPUs, -2 all but one
+    n_jobs = max(n_jobs, 1)
+    if n_jobs == 1:
+        return {}
+    threads = max(cpus // n_jobs, 1)
+    env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "PJRT_NPROC": str(threads)}
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)
+    if threads == 1:
+        env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"
+    return env
+
+
+def apply_env(env: dict[str, str]) -> None:
+    """Sets what the user has not set already (XLA_FLAGS: adds flags it does not name). Takes effect
+    only before JAX creates its CPU backend in this process, i.e. before a job's first run."""
+    for key, value in env.items():
+        if key == "XLA_FLAGS":
+            have = os.environ.get(key, "")
+            extra = [f for f in value.split() if f.split("=")[0] not in have]
+            if extra:
+                os.environ[key] = " ".join([have, *extra]).strip()
+        else:
+            os.environ.setdefault(key, value)
+
+
+def launcher_jobs(launcher) -> int:
+    """How many jobs a launcher runs at once (its n_jobs, as the joblib launcher has it); 1 if it says not."""
+    n = launcher.get("n_jobs") if launcher is not None and hasattr(launcher, "get") else None
+    return n if isinstance(n, int) and not isinstance(n, bool) else 1
+
+
 def main(args: list[str]) -> None:
     t_start = time.perf_counter()
     cwd = Path.cwd()
@@ -87,6 +213,8 @@ def main(args: list[str]) -> None:
     multirun = any(f in flags for f in ("-m", "--multirun"))
     try:
         spec_path, smap, flags, overrides, _spec = prepare(args, cwd, sweep_ok=multirun)
+        if multirun:
+            check_sweeper(spec_path, smap, _spec, overrides)
     except SpecError as e:
         print(e, file=sys.stderr)
         raise SystemExit(2)
@@ -109,6 +237,8 @@ def _hydra_run(spec_path, smap, flags, overrides, cwd: Path, t_start: float) -> 
         job_overrides = list(hc.overrides.task)
         run_dir = Path(hc.runtime.output_dir)
         multirun = hc.mode == RunMode.MULTIRUN
+        if multirun:  # jobs side by side (hydra/launcher=joblib): split the CPUs before JAX starts here
+            apply_env(thread_env(launcher_jobs(hc.launcher)))
         started = time.perf_counter()
         try:
             spec = to_spec(cfg, smap, spec_path, job_overrides)
@@ -132,8 +262,7 @@ def _hydra_run(spec_path, smap, flags, overrides, cwd: Path, t_start: float) -> 
             _sweep_line(hc, job_overrides, run_dir, summary, None)
         else:
             _print_done(summary, run_dir)
-        metrics = summary.get("metrics", {})
-        return metrics.get("val") or metrics.get("test") or metrics.get("train")
+        return objective_value(spec, summary)  # what sweepers such as optuna optimise
 
     sys.argv = [sys.argv[0]] + hydra_argv(spec_path) + flags + overrides
     hydra.main(version_base="1.3", config_path=None, config_name=None)(task)()
