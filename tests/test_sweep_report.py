@@ -394,3 +394,38 @@ def test_compare_defaults_and_errors(moons_sweep, iris_run, tmp_path, monkeypatc
                           (["compare", str(iris_run), "--bogus"], "error: unknown option --bogus")):
         code, out, err = run_cli(args, capsys)
         assert code == 2 and err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err, (args, err)
+
+
+SMALL = """\
+name: small
+data:
+  source: moons
+  options: {n_samples: 200}
+model:
+  layers: [{dense: 8}, tanh]
+train:
+  epochs: 2
+  metrics: [accuracy]
+plots: []
+"""
+
+
+def test_the_report_comes_with_another_sweeper(tmp_path, monkeypatch):
+    """The callback lives in Hydra's config: the optuna sweeper's trials get the report too, and
+    its best trial is the report's first."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "small.yaml").write_text(SMALL)
+    code = _main(["run", "-m", "conf=small.yaml", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=3",
+                  "hydra.sweeper.direction=minimize", "train.optimizer.lr=tag(log, interval(1e-3, 1e-1))"])
+    assert code == 0
+    (sweep,) = list((tmp_path / "multirun" / "small").iterdir())
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    page = (sweep / "report.html").read_text()
+    rows = _rows(page)
+    assert len(rows) == 3
+    first = next(iter(rows.values()))
+    lr = best["best_params"]["train.optimizer.lr"]
+    assert f'title="{lr}"' in first
+    # sampled learning rates are labelled with 4 digits, their full value in the cell's tooltip
+    assert f">{lr:.4g}<" in first

@@ -297,6 +297,12 @@ class Param:
         raw = self.values.get(run_id)
         return NOT_SET if raw is None else raw
 
+    def short(self, run_id: str) -> str:
+        """The value for labels: a long number (a sampled 0.02138296007243346) to 4 digits."""
+        raw = self.text(run_id)
+        f = parse_number(raw) if self.numeric else None
+        return raw if f is None or len(raw) <= 8 else f"{f:.4g}"
+
 
 def short_labels(keys: list[str]) -> dict[str, str]:
     """The last dotted part of each key, or more of it where two keys would read the same."""
@@ -449,7 +455,7 @@ def compare(runs: list[Run]) -> Comparison:
     _assign_ids(runs)
     params, fixed = swept_params(runs)
     for r in runs:
-        shown = " ".join(f"{p.label}={p.text(r.id)}" for p in params)
+        shown = " ".join(f"{p.label}={p.short(r.id)}" for p in params)
         r.label = f"{r.id} · {shown}" if shown else r.id
     objective = choose_objective(runs)
     lower = lower_is_better(objective) if objective else True
@@ -597,10 +603,12 @@ def metric_by_param(cmp: Comparison):
             xs = sorted({row["x"] for row in rows})
             x = alt.X("x:Q", title=p.key,
                       scale=alt.Scale(type="log", nice=False, padding=12) if p.log else alt.Scale(zero=False, padding=12),
-                      # A tick per swept value when there are few. labelExpr, not format: Vega
-                      # fits an axis format's precision to the tick step (16 and 64 read "2e+1", "6e+1").
+                      # A tick per value of a small grid (not for sampled values: 0.0213829...).
+                      # labelExpr, not format: Vega fits an axis format's precision to the tick
+                      # step, so 16 and 64 would read "2e+1", "6e+1".
                       axis=alt.Axis(values=xs, labelExpr="format(datum.value, '~g')", labelOverlap="greedy")
-                      if len(xs) <= 8 else alt.Axis(format="~g", labelOverlap="greedy"))
+                      if len(xs) <= 6 and all(len(p.text(r.id)) <= 8 for r in runs)
+                      else alt.Axis(format="~g", labelOverlap="greedy"))
             base = alt.Chart().encode(x=x)
             layers = [base.mark_line(color="#999", strokeWidth=1.5).encode(y=mean),
                       base.mark_circle(size=80, opacity=0.85).encode(y=y, color=color, tooltip=tooltip)]
@@ -933,7 +941,7 @@ def runs_table(cmp: Comparison, out_dir: Path) -> str:
             name += f' <span class="note">{e(r.name)}</span>'
         cells = [f'<td class="num">{rank if is_ranked else "–"}</td>', f"<td>{swatch}{name}</td>",
                  f'<td class="status-{e(r.status)}">{e(r.status)}</td>']
-        cells += [f"<td>{e(p.text(r.id))}</td>" for p in cmp.params]
+        cells += [f'<td title="{e(p.text(r.id))}">{e(p.short(r.id))}</td>' for p in cmp.params]
         if r.error and not r.metrics:
             cells.append(f'<td class="err" colspan="{len(metric_cols) + 2}">{e(r.error)}</td>')
         else:
