@@ -523,8 +523,9 @@ def learning_curves(cmp: Comparison):
     hover = alt.selection_point(name="hover", fields=["run", "epoch"], nearest=True, on="pointerover",
                                 empty=False, clear="pointerout")
     color = alt.Color("run:N", title="run", scale=run_colors(cmp, runs),
+                      # every run in the legend (Vega drops entries after 30 by default)
                       legend=alt.Legend(labelLimit=320, symbolType="stroke", symbolStrokeWidth=3,
-                                        orient="right"))
+                                        orient="right", symbolLimit=len(runs)))
     data = DataSets()
     panels, sampled = [], False
     for n, q in enumerate(panels_q):
@@ -543,7 +544,7 @@ def learning_curves(cmp: Comparison):
         log = min(values) > 0 and max(values) / min(values) > 100
         scale = alt.Scale(type="log", nice=False, padding=4) if log else alt.Scale(zero=False)
         base = alt.Chart().encode(
-            x=alt.X("epoch:Q", title="epoch", axis=x_axis),
+            x=alt.X("epoch:Q", title="epoch", axis=x_axis, scale=alt.Scale(zero=False, nice=False)),
             y=alt.Y("value:Q", title=None, scale=scale,
                     axis=alt.Axis(format="~g", labelFlush=True, labelOverlap="greedy")),
             color=color)
