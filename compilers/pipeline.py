@@ -170,7 +170,7 @@ def run_group(specs: list[Spec], run_dirs: list[Path], cwd: Path, *, progress: b
         if images == "auto":
             images = "none" if sweep_job else "png"
         rendered = render_charts(record, plans[i].charts, run_dir / "charts", png=images in ("png", "both"),
-                                 svg=images in ("svg", "both"))
+                                 svg=images in ("svg", "both"), validate=i == live[0])
         tm["charts_s"] = round(time.perf_counter() - t, 4)
         tm["total_s"] = round(time.perf_counter() - t_start, 4)
         record.summary["charts"] = {r.name: (r.skipped or "ok") for r in rendered}

@@ -141,11 +141,19 @@ class Tracker:
         return self.history[-1]
 
 
+_TAKE = None
+
+
 def _take(tree, i: int | None):
-    """Member i of a vmapped pytree (the tree itself when nothing is vmapped)."""
+    """Member i of a vmapped pytree (the tree itself when nothing is vmapped), in one compiled call."""
+    global _TAKE
     import jax
 
-    return tree if i is None else jax.tree_util.tree_map(lambda a: a[i], tree)
+    if i is None:
+        return tree
+    if _TAKE is None:
+        _TAKE = jax.jit(lambda t, i: jax.tree_util.tree_map(lambda a: a[i], t))
+    return _TAKE(tree, i)
 
 
 def _device_splits(data, shared: bool = True):
@@ -213,6 +221,7 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
     label = plan0.spec.name if not vm else f"{plan0.spec.name} x{M}"
     bar = _Progress(tp.epochs, label, tp.monitor, progress)
     copy = jax.jit(lambda t: jax.tree_util.tree_map(jnp.copy, t))
+    fold = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)) if vm else jax.random.fold_in)
     select = jax.jit(lambda mask, new, old: jax.tree_util.tree_map(
         lambda a, b: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b), new, old))
     best = copy((state.params, state.model_state)) if vm and any(t.restore_best for t in trackers) else None
@@ -224,8 +233,7 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
     try:
         for epoch in range(1, tp.epochs + 1):
             e0 = time.perf_counter()
-            keys = (jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys0, epoch) if vm
-                    else jax.random.fold_in(keys0, epoch))
+            keys = fold(keys0, epoch)
             state, stats, vstats = programs.train_epoch(state, *train_xy, keys, val)
             if step_module.PROBES:
                 hists.append(programs.weight_hist(state.params, edges))  # on the device, [(M,) layers, bins]

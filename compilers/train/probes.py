@@ -14,6 +14,20 @@ import numpy as np
 BINS = 40
 PROBE_ROWS = 512
 
+_PROGRAMS: dict = {}
+
+
+def _program(kind: str, net, *static):
+    """One jitted probe program per (kind, model, static options). Flax modules compare by value, so
+    runs of one structure (the jobs of a vmapped sweep) reuse the programs the first one compiled."""
+    key = (kind, net, static)
+    fn = _PROGRAMS.get(key)
+    if fn is None:
+        if len(_PROGRAMS) > 64:
+            _PROGRAMS.clear()
+        fn = _PROGRAMS[key] = _BUILDERS[kind](net, *static)
+    return fn
+
 
 def activation_summary(net, params, model_state, x, w) -> dict[str, dict]:
     """{'0': {'counts', 'edges', 'mean', 'std', 'zero_fraction', 'dead_fraction'}, ...}.
@@ -24,6 +38,12 @@ def activation_summary(net, params, model_state, x, w) -> dict[str, dict]:
 
     n = int(min(PROBE_ROWS, int(np.asarray(w).sum())))
     x = x[:n]
+    run = _program("activations", net)
+    return {k: summarise(np.asarray(v, dtype=np.float32)) for k, v in jax.device_get(run(params, model_state, x)).items()}
+
+
+def _activations_program(net):
+    import jax
 
     @jax.jit
     def run(params, model_state, x):
@@ -43,7 +63,7 @@ def activation_summary(net, params, model_state, x, w) -> dict[str, dict]:
         walk(state["intermediates"], "")
         return out
 
-    return {k: summarise(np.asarray(v, dtype=np.float32)) for k, v in jax.device_get(run(params, model_state, x)).items()}
+    return run
 
 
 def summarise(a: np.ndarray) -> dict:
@@ -68,6 +88,12 @@ def capture(net, params, model_state, x, wanted: tuple[str, ...] | None, attenti
     """Outputs of the layers `wanted` (indices such as '0', '2.1'; None: all), and attention weights."""
     import jax
 
+    return jax.device_get(_program("capture", net, wanted, attention)(params, model_state, x))
+
+
+def _capture_program(net, wanted, attention):
+    import jax
+
     def run(params, model_state, x):
         _, state = net.apply({"params": params, **model_state}, x, train=False,
                              capture_intermediates=True, mutable=["intermediates"])
@@ -88,38 +114,52 @@ def capture(net, params, model_state, x, wanted: tuple[str, ...] | None, attenti
         walk(state["intermediates"], "", None)
         return outs, attn
 
-    return jax.device_get(jax.jit(run)(params, model_state, x))
+    return jax.jit(run)
 
 
 def saliency(net, params, model_state, x, y, task: str, binary_logit: bool, tokens: bool):
     """|d score / d input| per example, where score is the true class's logit (classification) or the
     prediction (regression). Token inputs have no gradient: their attribution is occlusion, the drop
     in the true class's probability (or the change of the prediction) when a token becomes <unk>."""
-    import jax
+    if tokens:
+        return np.asarray(_program("occlude", net, task, binary_logit)(params, model_state, x, y))
+    grad = _program("gradient", net, task, binary_logit)
+    if x.ndim <= 2:  # tabular: the plain gradient
+        return np.abs(np.asarray(grad(params, model_state, x, y)))
+    # Images and sequences: SmoothGrad (Smilkov et al. 2017), the mean |gradient| over the input
+    # and noisy copies of it (noise 15% of the value range); plain gradients look like noise.
+    rng = np.random.default_rng(0)
+    sigma = 0.15 * float(np.ptp(x)) or 0.15
+    grads = [np.abs(np.asarray(grad(params, model_state, x, y)))]
+    for _ in range(SMOOTHGRAD - 1):
+        noisy = x + rng.normal(0, sigma, x.shape).astype(x.dtype)
+        grads.append(np.abs(np.asarray(grad(params, model_state, noisy, y))))
+    return np.mean(grads, axis=0)
+
+
+def _score(out, y, task, binary_logit):
     import jax.numpy as jnp
 
-    def score(out, y):
-        if task == "regression":
-            return out[..., 0]
-        if binary_logit:
-            return jnp.where(y == 1, 1.0, -1.0) * out[..., 0]
-        return jnp.take_along_axis(out, y[:, None], axis=-1)[:, 0]
+    if task == "regression":
+        return out[..., 0]
+    if binary_logit:
+        return jnp.where(y == 1, 1.0, -1.0) * out[..., 0]
+    return jnp.take_along_axis(out, y[:, None], axis=-1)[:, 0]
 
-    def apply(x):
-        return net.apply({"params": params, **model_state}, x, train=False)
 
-    if not tokens:
-        grad = jax.jit(jax.grad(lambda x: score(apply(x), y).sum()))
-        if x.ndim <= 2:  # tabular: the plain gradient
-            return np.abs(np.asarray(grad(x)))
-        # Images and sequences: SmoothGrad (Smilkov et al. 2017), the mean |gradient| over the input
-        # and noisy copies of it (noise 15% of the value range); plain gradients look like noise.
-        rng = np.random.default_rng(0)
-        sigma = 0.15 * float(np.ptp(x)) or 0.15
-        grads = [np.abs(np.asarray(grad(x)))]
-        for _ in range(SMOOTHGRAD - 1):
-            grads.append(np.abs(np.asarray(grad(x + rng.normal(0, sigma, x.shape).astype(x.dtype)))))
-        return np.mean(grads, axis=0)
+def _gradient_program(net, task, binary_logit):
+    import jax
+
+    def total(x, params, model_state, y):
+        return _score(net.apply({"params": params, **model_state}, x, train=False), y, task, binary_logit).sum()
+
+    grad = jax.grad(total)
+    return jax.jit(lambda params, model_state, x, y: grad(x, params, model_state, y))
+
+
+def _occlude_program(net, task, binary_logit):
+    import jax
+    import jax.numpy as jnp
 
     def prob(out, y):
         if task == "regression":
@@ -128,7 +168,10 @@ def saliency(net, params, model_state, x, y, task: str, binary_logit: bool, toke
         return jnp.where(y == 1, p, 1 - p) if binary_logit else jnp.take_along_axis(p, y[:, None], -1)[:, 0]
 
     @jax.jit
-    def occlude(x, y):
+    def occlude(params, model_state, x, y):
+        def apply(x):
+            return net.apply({"params": params, **model_state}, x, train=False)
+
         k, t = x.shape
         base = prob(apply(x), y)                                    # [k]
         eye = jnp.eye(t, dtype=bool)
@@ -137,7 +180,7 @@ def saliency(net, params, model_state, x, y, task: str, binary_logit: bool, toke
         p = prob(apply(xs.reshape(k * t, t)), ys).reshape(k, t)
         return jnp.where(x == 0, 0.0, jnp.abs(base[:, None] - p))
 
-    return np.asarray(occlude(x, y))
+    return occlude
 
 
 def collect(plan, params, model_state, data) -> dict:
@@ -221,6 +264,17 @@ def decision_grid(plan, params, model_state, data) -> dict:
     g0 = np.linspace(lo[0] - pad[0], hi[0] + pad[0], GRID, dtype=np.float32)
     g1 = np.linspace(lo[1] - pad[1], hi[1] + pad[1], GRID, dtype=np.float32)
     mesh = np.stack(np.meshgrid(g0, g1), axis=-1).reshape(-1, 2)      # row i: x1 = g1[i // G], x0 = g0[i % G]
-    out = jax.jit(lambda p, s, m: probabilities(plan.model.net.apply({"params": p, **s}, m, train=False),
-                                                plan.train.binary_logit))(params, model_state, mesh)
+    out = _program("grid", plan.model.net, plan.train.binary_logit)(params, model_state, mesh)
     return {"x0": g0, "x1": g1, "proba": np.asarray(out, np.float32).reshape(GRID, GRID, -1)}
+
+
+def _grid_program(net, binary_logit):
+    import jax
+
+    from compilers.train.metrics import probabilities
+
+    return jax.jit(lambda p, s, m: probabilities(net.apply({"params": p, **s}, m, train=False), binary_logit))
+
+
+_BUILDERS = {"activations": _activations_program, "capture": _capture_program, "gradient": _gradient_program,
+             "occlude": _occlude_program, "grid": _grid_program}

@@ -204,7 +204,7 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
                 shapes = jax.eval_shape(stats_shape, state, X, Y, idx, w)
                 zero = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
             acc = jax.tree_util.tree_map(jnp.copy, zero)
-            for k in range(idx.shape[0]):
+            for k in range(idx.shape[-2]):   # idx: [(members,) steps, batch]
                 state, acc = step_acc(state, acc, X, Y, idx, w, k)
             return state, acc, None if val is None else evaluate(state.params, state.model_state, *val)
 
