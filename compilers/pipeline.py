@@ -120,7 +120,7 @@ def run_group(specs: list[Spec], run_dirs: list[Path], cwd: Path, *, progress: b
             t = time.perf_counter()
             vocab = getattr(datas[i], "vocabulary", None)
             shape_key = (tuple(datas[i].input_shape), str(datas[i].x["train"].dtype), datas[i].task,
-                         datas[i].n_classes, len(vocab) if vocab else None)
+                         datas[i].n_classes, len(vocab) if vocab else None, repr(spec.model))
             plans[i] = compile_data(spec, datas[i], model=models.get(shape_key))
             models.setdefault(shape_key, plans[i].model)
             times[i]["plan_s"] = round(time.perf_counter() - t, 4)

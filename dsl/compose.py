@@ -155,6 +155,9 @@ def language_defaults() -> dict:
 def register(spec_path: Path) -> None:
     from hydra.core.config_store import ConfigStore
 
+    from dsl.launcher import register as register_launcher
+
+    register_launcher()   # hydra/launcher=vmap
     cs = ConfigStore.instance()
     cs.store(group="dsl", name="language", package="_global_", node=language_defaults())
     cs.store(name=PRIMARY, node={"defaults": ["dsl/language", spec_path.stem, "_self_",

@@ -14,7 +14,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from dsl import registry as reg
 from dsl.errors import SpecError, did_you_mean, unknown
 from dsl.source_map import SourceMap
-from dsl.spec import Checkpoint, Data, EarlyStopping, Item, Model, Spec, Split, Train
+from dsl.spec import Checkpoint, Data, EarlyStopping, Item, Model, Report, Spec, Split, Train
 
 _NONE = type(None)
 # Keys Hydra owns at the top of a spec; they are not part of the language.
@@ -447,5 +447,6 @@ def _parse(raw: Any, file: str | None) -> Spec:
     train = parse_train(_section(raw, "train", "train"))
     plots = parse_plots(raw.get("plots", "auto"))
     objective = parse_objective(raw.get("objective"), data, train)
+    report = parse_options(Report, _section(raw, "report", "report"), "report")
     return Spec(name=name, seed=seed, task=task, vars=variables, data=data, model=model,
-                train=train, plots=plots, objective=objective, file=file)
+                train=train, plots=plots, objective=objective, report=report, file=file)

@@ -98,6 +98,16 @@ class Train:
 
 
 @dataclass(frozen=True)
+class Report:
+    """What a run writes besides its report.html."""
+
+    images: Literal["auto", "png", "svg", "both", "none"] = opt(
+        "auto", "image files beside each chart's .vl.json: auto = png for a single run, none for the jobs of "
+        "a sweep (their reports draw every chart and download PNG/SVG in the browser; "
+        "`python -m dsl plot RUN_DIR` writes the files later)")
+
+
+@dataclass(frozen=True)
 class Spec:
     """A whole experiment."""
 
@@ -112,6 +122,7 @@ class Spec:
         None, "the final metric a run returns to a Hydra sweeper (optuna), named as in metrics.jsonl "
               "(val_accuracy, test_loss; a bare name is the training split); default: the early-stopping monitor")
     plots: Any = opt("auto", "auto, or a list of chart kinds with options")
+    report: Report = opt(default_factory=Report, doc="what a run writes besides report.html")
     file: Optional[str] = field(default=None, compare=False)
 
 

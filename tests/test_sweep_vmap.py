@@ -21,10 +21,10 @@ def _spec(*overrides: str, conf: str = IRIS):
     return prepare([f"conf={conf}", *overrides], Path.cwd(), sweep_ok=False)[4]
 
 
-def _key(*overrides: str):
+def _key(*overrides: str, conf: str = IRIS):
     from compilers.train.group import structure_key
 
-    return structure_key(_spec(*overrides))
+    return structure_key(_spec(*overrides, conf=conf))
 
 
 @pytest.mark.parametrize("overrides", [
@@ -58,6 +58,22 @@ def test_traced_values_share_a_program(overrides):
 ])
 def test_structural_values_split_groups(overrides):
     assert _key(*overrides) != _key()
+
+
+CNN = str(ROOT / "examples" / "digits_cnn.yaml")   # ends with dropout 0.2
+
+
+def test_dropout_rates_are_traced_but_dropping_dropout_is_not():
+    assert _key("model.layers.5.dropout=0.5", conf=CNN) == _key(conf=CNN)
+    assert _key("model.layers.5.dropout=0.0", conf=CNN) != _key(conf=CNN)
+
+
+def test_dropout_rates_live_in_the_model_state():
+    from compilers.pipeline import plan_spec
+    from compilers.train.step import hyperparams
+
+    _, plan = plan_spec(_spec("model.layers.5.dropout=0.3", conf=CNN), ROOT)
+    assert hyperparams(plan)["model"] == {"layers_5": {"rate": np.float32(0.3)}}
 
 
 def test_group_jobs_keeps_order_skips_failed_jobs_and_caps_groups():
@@ -163,13 +179,14 @@ def test_vmap_sweep_groups_by_shape_and_reports_a_failing_job(tmp_path, cli):
 
 def test_vmap_conv_models_use_the_step_loop(tmp_path, cli):
     """Convolutions train one jitted step at a time on the CPU; vmapped, each model keeps its own
-    numbers (two seeds: their data splits differ too)."""
+    numbers (two seeds: their data splits differ too; two dropout rates: one program)."""
     from compilers.pipeline import run_group
 
-    conf = str(ROOT / "examples" / "digits_cnn.yaml")
+    conf = CNN
     over = ["train.epochs=2", "plots=[]", "model.layers.0.conv.features=4", "model.layers.1.conv.features=4",
             "model.layers.4.dense.features=8"]
-    specs = [_spec(*over, f"seed={s}", f"train.optimizer.lr={lr}", conf=conf) for s, lr in ((0, 1e-3), (1, 3e-3))]
+    specs = [_spec(*over, f"seed={s}", f"train.optimizer.lr={lr}", f"model.layers.5.dropout={rate}", conf=conf)
+             for s, lr, rate in ((0, 1e-3, 0.2), (1, 3e-3, 0.6))]
     grouped = run_group(specs, [tmp_path / "g0", tmp_path / "g1"], ROOT, progress=False, sweep_job=True)
     alone = [run_group([s], [tmp_path / f"a{i}"], ROOT, progress=False, sweep_job=True)[0]
              for i, s in enumerate(specs)]
@@ -191,9 +208,10 @@ def test_optimizer_hyperparameters_live_in_the_state():
     _, plan = plan_spec(spec, ROOT)
     programs = make_programs(plan)
     hp = hyperparams(plan)
-    assert set(hp) == {"lr", "b1", "b2", "eps"}     # iris trains with adam
-    assert hp["lr"] == np.float32(0.1)
-    state = programs.init(jnp.int32(0), {**hp, "lr": np.float32(0.0)})
+    assert set(hp["optimizer"]) == {"lr", "b1", "b2", "eps"}     # iris trains with adam
+    assert hp["optimizer"]["lr"] == np.float32(0.1)
+    assert hp["model"] == {"layers_2": {"rate": np.float32(0.1)}}   # iris's dropout: 0.1
+    state = programs.init(jnp.int32(0), {"optimizer": {**hp["optimizer"], "lr": np.float32(0.0)}, "model": hp["model"]})
     x = jnp.zeros((plan.sizes["train"], *plan.input_shape), jnp.float32)
     y = jnp.zeros((plan.sizes["train"],), jnp.int32)
     before = jax.tree_util.tree_map(np.asarray, state.params)

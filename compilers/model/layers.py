@@ -70,11 +70,24 @@ def modules():
             return activation_fn(self.activation)(y) if self.activation else y
 
     class Dropout(nn.Module):
+        """Inverted dropout whose rate is a value of the "hparams" collection rather than a constant
+        of the program, so models that differ only in dropout rates share one compiled program
+        (the vmap launcher sets each model's rate; see `dropout_rates`)."""
+
         rate: float = 0.0
 
         @nn.compact
         def __call__(self, x, train: bool = False, mask=None):
-            return nn.Dropout(self.rate, deterministic=not train, name="dropout")(x) if self.rate else x
+            if not self.rate:
+                return x
+            rate = self.variable("hparams", "rate", lambda: jnp.asarray(self.rate, jnp.float32)).value
+            if not train:
+                return x
+            import jax
+
+            keep = 1.0 - rate
+            kept = jax.random.bernoulli(self.make_rng("dropout"), keep, x.shape)
+            return jnp.where(kept, x / keep, jnp.zeros_like(x))
 
     class BatchNorm(nn.BatchNorm):
         def __call__(self, x, train: bool = False, mask=None):
@@ -338,6 +351,24 @@ def flatten(o, ctx: BuildContext):
 @dataclass(frozen=True)
 class ResidualOptions:
     layers: tuple[Item, ...] = opt(doc="the layers of the block", registry="layer")
+
+
+def dropout_rates(net) -> dict:
+    """The "hparams" collection of a built network: {'layers_5': {'rate': 0.2}, ...} for every
+    dropout layer with a rate, nested as flax names the submodules of a Sequence."""
+    import numpy as np
+
+    Dropout = modules()["Dropout"]
+    out = {}
+    for i, layer in enumerate(getattr(net, "layers", ()) or ()):
+        if isinstance(layer, Dropout):
+            if layer.rate:
+                out[f"layers_{i}"] = {"rate": np.float32(layer.rate)}
+        else:
+            inner = dropout_rates(layer)
+            if inner:
+                out[f"layers_{i}"] = inner
+    return out
 
 
 @LAYERS.register("residual", ResidualOptions, positional="layers", nested=True)

@@ -207,7 +207,7 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
     seeds = [p.spec.seed for p in plans]
     hps = [hyperparams(p) for p in plans]
     if vm:
-        state = programs.init(jnp.asarray(seeds, jnp.int32), {k: jnp.asarray([h[k] for h in hps]) for k in hps[0]})
+        state = programs.init(jnp.asarray(seeds, jnp.int32), jax.tree_util.tree_map(lambda *v: jnp.asarray(v), *hps))
         keys0 = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.int32))
     else:
         state = programs.init(jnp.int32(seeds[0]), hps[0])

@@ -50,12 +50,15 @@ class Programs:
 
 
 def hyperparams(plan) -> dict:
-    """The traced values of a plan's optimizer (lr, weight decay, ...) as float32 scalars."""
+    """The values a plan's program reads from its state rather than bakes in, as float32 scalars:
+    {"optimizer": {lr, weight_decay, ...}, "model": the dropout rates (layers.dropout_rates)}."""
     import numpy as np
 
+    from compilers.model.layers import dropout_rates
     from compilers.train.optim import traced_options
 
-    return {k: np.float32(v) for k, v in traced_options(plan.train.optimizer).items()}
+    return {"optimizer": {k: np.float32(v) for k, v in traced_options(plan.train.optimizer).items()},
+            "model": dropout_rates(plan.model.net)}
 
 
 def _padded_batches(key, n: int, batch: int, shuffle: bool):
@@ -114,7 +117,10 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
         variables = net.init({"params": pkey, "dropout": dkey}, x, train=False)
         variables = dict(variables)
         params = variables.pop("params")
-        opt_state = tx.init(params)._replace(hyperparams={k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()})
+        if hparams["model"]:
+            variables["hparams"] = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), hparams["model"])
+        opt_state = tx.init(params)._replace(
+            hyperparams={k: jnp.asarray(v, jnp.float32) for k, v in hparams["optimizer"].items()})
         return TrainState(params=params, model_state=variables, opt_state=opt_state,
                           step=jnp.zeros((), jnp.int32), rng=skey)
 

@@ -242,28 +242,69 @@ def _hydra_run(spec_path, smap, flags, overrides, cwd: Path, t_start: float) -> 
         started = time.perf_counter()
         try:
             spec = to_spec(cfg, smap, spec_path, job_overrides)
-            summary = run_spec(spec, run_dir, cwd, t_start=t_start if not multirun else started)
+            summary = run_spec(spec, run_dir, cwd, t_start=t_start if not multirun else started,
+                               sweep_job=multirun)
         except SpecError as e:
             e = locate(e, smap, job_overrides)
             if not (run_dir / "metrics.jsonl").exists():
                 remove_run_dir(run_dir) if not multirun else None
             print(e, file=sys.stderr)
             if multirun:
-                _sweep_line(hc, job_overrides, run_dir, None, str(e))
+                _sweep_line(hc.sweep.dir, hc.job.num, job_overrides, run_dir, None, str(e))
                 return None
             raise SystemExit(2)
         except RunFailed as e:
             print(e, file=sys.stderr)
             if multirun:
-                _sweep_line(hc, job_overrides, run_dir, None, str(e))
+                _sweep_line(hc.sweep.dir, hc.job.num, job_overrides, run_dir, None, str(e))
                 return None
             raise SystemExit(1)
         if multirun:
-            _sweep_line(hc, job_overrides, run_dir, summary, None)
+            _sweep_line(hc.sweep.dir, hc.job.num, job_overrides, run_dir, summary, None)
         else:
             _print_done(summary, run_dir)
         return objective_value(spec, summary)  # what sweepers such as optuna optimise
 
+    def prepare_job(cfg):
+        """hydra/launcher=vmap, inside Hydra's run_job: the job's spec, or its one-line error."""
+        hc = HydraConfig.get()
+        job = {"overrides": list(hc.overrides.task), "run_dir": Path(hc.runtime.output_dir),
+               "sweep_dir": Path(hc.sweep.dir), "num": hc.job.num}
+        try:
+            job["spec"] = to_spec(cfg, smap, spec_path, job["overrides"])
+        except SpecError as e:
+            job["error"] = str(locate(e, smap, job["overrides"]))
+            print(job["error"], file=sys.stderr)
+            _sweep_line(job["sweep_dir"], job["num"], job["overrides"], job["run_dir"], None, job["error"])
+        return job
+
+    def run_jobs(jobs: list, max_members: int) -> list:
+        """hydra/launcher=vmap: trains the prepared jobs, one vmapped program per group."""
+        from compilers.pipeline import run_group
+        from compilers.train.group import group_jobs
+
+        values = [None] * len(jobs)
+        specs = [j.get("spec") if j else None for j in jobs]
+        for group in group_jobs(specs, max_members):
+            outs = run_group([specs[i] for i in group], [jobs[i]["run_dir"] for i in group], cwd,
+                             t_start=time.perf_counter(), sweep_job=True)
+            for i, out in zip(group, outs):
+                job = jobs[i]
+                if isinstance(out, BaseException):
+                    error = str(locate(out, smap, job["overrides"]) if isinstance(out, SpecError) else out)
+                    print(error, file=sys.stderr)
+                    _sweep_line(job["sweep_dir"], job["num"], job["overrides"], job["run_dir"], None, error,
+                                members=len(group))
+                else:
+                    _sweep_line(job["sweep_dir"], job["num"], job["overrides"], job["run_dir"], out, None,
+                                members=len(group))
+                    try:
+                        values[i] = objective_value(specs[i], out)
+                    except SpecError as e:
+                        print(e, file=sys.stderr)
+        return values
+
+    task.prepare_job, task.run_jobs = prepare_job, run_jobs
     sys.argv = [sys.argv[0]] + hydra_argv(spec_path) + flags + overrides
     hydra.main(version_base="1.3", config_path=None, config_name=None)(task)()
 
@@ -276,12 +317,16 @@ def _print_done(summary: dict, run_dir: Path) -> None:
     print(f"{summary['name']}: {split} {shown}  ({secs:.1f} s)\nreport: {run_dir / 'report.html'}")
 
 
-def _sweep_line(hc, overrides, run_dir: Path, summary: dict | None, error: str | None) -> None:
-    """One line per job in <sweep dir>/sweep.jsonl: overrides, status, final metrics."""
-    sweep_dir = Path(hc.sweep.dir)
+def _sweep_line(sweep_dir, num: int, overrides, run_dir: Path, summary: dict | None, error: str | None,
+                members: int | None = None) -> None:
+    """One line per job in <sweep dir>/sweep.jsonl: overrides, status, final metrics (and, under
+    hydra/launcher=vmap, how many jobs trained in the job's vmapped program)."""
+    sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    line = {"job": hc.job.num, "overrides": overrides, "run_dir": str(run_dir),
+    line = {"job": num, "overrides": overrides, "run_dir": str(run_dir),
             "status": "failed" if error else "completed"}
+    if members is not None:
+        line["members"] = members
     if error:
         line["error"] = error
     else:
