@@ -242,7 +242,7 @@ def to_spec(cfg, smap: SourceMap, spec_path: Path, overrides: list[str]) -> Spec
 
 def locate(e: SpecError, smap: SourceMap, overrides: list[str]) -> SpecError:
     """Points an error at the spec's line, or at the command-line override that set the key."""
-    if e.file is not None:
+    if e.file is not None or "(set on the command line: " in e.message:  # located already
         return e
     d = dotted(e.path)
     for text in overrides:

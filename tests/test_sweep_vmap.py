@@ -172,6 +172,7 @@ def test_vmap_sweep_groups_by_shape_and_reports_a_failing_job(tmp_path, cli):
     assert len(failed) == 2
     for j in failed:
         assert "train.optimizer.lr" in j["error"] and "\n" not in j["error"]
+        assert j["error"].count("(set on the command line: train.optimizer.lr=-1)") == 1
     done = [j for j in jobs.values() if j["status"] == "completed"]
     assert len(done) == 2 and all(j["members"] == 1 for j in done)   # widths 4 and 8: two programs
     assert "train.optimizer.lr" in err
