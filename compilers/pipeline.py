@@ -8,7 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
-from dsl.errors import RunFailed, SpecError
+from dsl.errors import RunFailed, RunInterrupted, SpecError
 from dsl.spec import Spec
 
 
@@ -81,7 +81,7 @@ def run_spec(spec: Spec, run_dir: Path, cwd: Path, *, progress: bool = True, t_s
 
 
 def run_group(specs: list[Spec], run_dirs: list[Path], cwd: Path, *, progress: bool = True,
-              t_start: float | None = None, sweep_job: bool = False) -> list:
+              t_start: float | None = None, sweep_job: bool = False, resume: bool = False) -> list:
     """Trains specs that share one compiled structure (see `compilers.train.group`) together, one
     complete run directory each. Returns, per spec, its summary or the error that stopped it
     (SpecError: bad input, nothing but Hydra's files written; RunFailed: diverged, charts written).
@@ -90,7 +90,7 @@ def run_group(specs: list[Spec], run_dirs: list[Path], cwd: Path, *, progress: b
     run_dirs = [Path(d) for d in run_dirs]
     results: list = [None] * len(specs)
     for i, d in enumerate(run_dirs):
-        if (d / "metrics.jsonl").exists():
+        if (d / "metrics.jsonl").exists() and not resume:
             results[i] = SpecError("hydra.run.dir", f"{d} already holds a run; give another directory")
     times: list[dict] = [{} for _ in specs]
     t = time.perf_counter()
@@ -133,11 +133,13 @@ def run_group(specs: list[Spec], run_dirs: list[Path], cwd: Path, *, progress: b
     logs, bases = {}, {}
     for i in live:
         spec, data, plan = specs[i], datas[i], plans[i]
+        if resume:
+            _keep_checkpointed_epochs(run_dirs[i], spec)
         logs[i] = RunLog(run_dirs[i])
         bases[i] = {"name": spec.name, "task": plan.task, "status": "running", "params": plan.model.total_params,
                     "data": {"source": data.description, "sizes": data.sizes(), "input_shape": list(data.input_shape),
                              "features": len(data.feature_names), "classes": data.class_names},
-                    "versions": versions()}
+                    "versions": versions(), "cwd": str(Path(cwd).resolve())}
         logs[i].summary(bases[i])
         _save_prep(run_dirs[i], data)
     # Members whose data gave another shape (a vocabulary fitted per seed) train apart.
@@ -150,7 +152,7 @@ def run_group(specs: list[Spec], run_dirs: list[Path], cwd: Path, *, progress: b
         for members in together.values():
             out = train_group([plans[i] for i in members], [datas[i] for i in members],
                               [run_dirs[i] for i in members], progress=progress,
-                              logs=[logs[i] for i in members], times=[times[i] for i in members])
+                              logs=[logs[i] for i in members], times=[times[i] for i in members], resume=resume)
             records.update(zip(members, out))
     except BaseException as e:
         for i in live:
@@ -178,9 +180,69 @@ def run_group(specs: list[Spec], run_dirs: list[Path], cwd: Path, *, progress: b
         logs[i].summary(record.summary)
         if record.summary["status"] == "failed":  # the charts of the history so far are written first
             results[i] = RunFailed(f"{spec.name}: {record.summary['reason']}; report: {run_dir / 'report.html'}")
+        elif record.summary["status"] == "interrupted":
+            results[i] = RunInterrupted(f"{spec.name}: {record.summary['reason']}; report: {run_dir / 'report.html'}"
+                                        f"; go on with: python -m dsl resume {run_dir}")
         else:
             results[i] = record.summary
     return results
+
+
+def _keep_checkpointed_epochs(run_dir: Path, spec: Spec) -> None:
+    """Before a resume: metrics.jsonl keeps the epochs of the latest checkpoint, whole lines only
+    (a process killed mid-write may have left half a line; later epochs will be trained again)."""
+    from compilers.runs.checkpoint import Checkpoints
+
+    ck = Checkpoints(run_dir, spec.train.checkpoint.keep)
+    try:
+        latest = ck.latest()
+        k = len(ck.restore_meta(latest)["tracker"]["history"]) if latest is not None else 0
+    finally:
+        ck.close()
+    path = run_dir / "metrics.jsonl"
+    if path.exists():
+        lines = [ln for ln in path.read_bytes().split(b"\n") if ln.strip()][:k]
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(b"".join(ln + b"\n" for ln in lines))
+        tmp.replace(path)
+
+
+def resume_run(run_dir: Path, *, progress: bool = True) -> dict:
+    """Goes on with the interrupted run in `run_dir` from its latest checkpoint (from the start when
+    it has none). SpecError when `run_dir` is not a run that can go on."""
+    import json
+
+    t_start = time.perf_counter()
+    run_dir = Path(run_dir)
+    summary_path, config = run_dir / "summary.json", run_dir / ".hydra" / "config.yaml"
+    if not summary_path.is_file() or not config.is_file():
+        raise SpecError("", f"{run_dir} is not a run directory (it needs summary.json and .hydra/config.yaml)")
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise SpecError("", f"cannot read {summary_path}: {e}") from None
+    if summary.get("status") == "completed":
+        raise SpecError("", f"{run_dir} has completed; there is nothing to resume")
+    if summary.get("status") == "failed":
+        raise SpecError("", f"{run_dir} failed ({summary.get('reason', 'no reason given')}); resuming would fail "
+                            f"the same way: change the spec and run it again")
+    spec = spec_of_run(run_dir)
+    cwd = Path(summary.get("cwd") or os.getcwd())
+    result = run_group([spec], [run_dir], cwd, progress=progress, t_start=t_start, resume=True)[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def spec_of_run(run_dir: Path) -> Spec:
+    """The Spec a run was trained with, from its .hydra/config.yaml."""
+    from omegaconf import OmegaConf
+
+    from dsl.compose import precheck_file, to_spec
+
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    smap = precheck_file(path, str(path))
+    return to_spec(OmegaConf.load(path), smap, path, [])
 
 
 def _data_key(spec: Spec):

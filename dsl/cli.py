@@ -13,10 +13,13 @@ commands:
                                      metric and chart kind, with a one-line description
   plot RUN_DIR [plots=[...]]         re-render a finished run's charts and report
   compare DIR [DIR ...] [--out FILE] one report comparing runs: run dirs, sweep dirs, folders of runs
+  resume RUN_DIR                     go on with an interrupted run from its latest checkpoint
+  predict RUN_DIR data.source=NEW [output=FILE]
+                                     a finished run's predictions for new data (default RUN_DIR/predictions.csv)
 """
 
-COMMANDS = ("run", "validate", "list", "plot", "compare")
-LATER = ("serve", "predict", "resume")
+COMMANDS = ("run", "validate", "list", "plot", "compare", "resume", "predict")
+LATER = ("serve",)
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -62,3 +62,7 @@ def unknown(kind: str, word: str, choices: Iterable[str]) -> str:
 
 class RunFailed(Exception):
     """Training ran but failed (e.g. the loss became NaN); the run directory holds what was done."""
+
+
+class RunInterrupted(Exception):
+    """Ctrl-C stopped training after an epoch; a checkpoint and the report of what was done exist."""

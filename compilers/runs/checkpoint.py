@@ -1,8 +1,37 @@
-"""Orbax checkpoints of the training state, under RUN_DIR/checkpoints/<epoch>/."""
+"""Orbax checkpoints of a run, under RUN_DIR/checkpoints/<epoch>/.
+
+A checkpoint holds everything training needs to go on exactly where it stopped:
+
+  tree/state    params, model_state, opt_state (with the optimizer's traced values), step, rng
+  tree/best     the best epoch's params and model_state (when early stopping restores them)
+  tree/probes   per-epoch gradient norms and weight histograms so far, and the histogram bins
+  tree/model    (the final checkpoint) the parameters the run reports: the best epoch's or the last
+  meta          the loop's bookkeeping (epoch, best value and epoch, epochs since the best, ...)
+
+The data split is not stored: it is rebuilt from the spec and its seed, which give the same rows.
+Orbax writes each checkpoint to a temporary directory and renames it when complete, so a process
+killed mid-save leaves the previous checkpoint as the latest.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+
+def state_tree(state) -> dict:
+    import jax
+
+    return {"params": state.params, "model_state": state.model_state, "opt_state": state.opt_state,
+            "step": state.step, "rng": jax.random.key_data(state.rng)}
+
+
+def state_from_tree(tree: dict, like):
+    """A TrainState from a restored tree (the rng comes back as raw key data)."""
+    import jax
+
+    return like.replace(params=tree["params"], model_state=tree["model_state"], opt_state=tree["opt_state"],
+                        step=tree["step"], rng=jax.random.wrap_key_data(tree["rng"]))
 
 
 class Checkpoints:
@@ -13,16 +42,64 @@ class Checkpoints:
         self.manager = ocp.CheckpointManager(
             (Path(run_dir) / "checkpoints").absolute(),
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            item_names=("tree", "meta"),
         )
 
-    def save(self, epoch: int, state) -> None:
-        """Starts an asynchronous save of `state` (a pytree) as checkpoint `epoch`."""
-        import jax
+    def save(self, epoch: int, state, *, meta: dict, best=None, probes: dict | None = None, model=None) -> None:
+        """Starts an asynchronous save of checkpoint `epoch`; `meta` is plain JSON."""
+        tree: dict[str, Any] = {"state": state_tree(state)}
+        if best is not None:
+            tree["best"] = {"params": best[0], "model_state": best[1]}
+        if probes:
+            tree["probes"] = probes
+        if model is not None:
+            tree["model"] = {"params": model[0], "model_state": model[1]}
+        import json
 
-        tree = {"params": state.params, "model_state": state.model_state, "opt_state": state.opt_state,
-                "step": state.step, "rng": jax.random.key_data(state.rng)}
-        self.manager.save(epoch, args=self._ocp.args.StandardSave(tree), force=True)
+        # a copy as it is now: the save finishes in the background while training goes on
+        meta = json.loads(json.dumps({**meta, "parts": sorted(tree)}))
+        ocp = self._ocp
+        if epoch in self.manager.all_steps():   # e.g. Ctrl-C right after the periodic save: replace it
+            self.manager.wait_until_finished()
+            self.manager.delete(epoch)
+        self.manager.save(epoch, args=ocp.args.Composite(tree=ocp.args.StandardSave(tree),
+                                                         meta=ocp.args.JsonSave(meta)), force=True)
+
+    def latest(self) -> int | None:
+        return self.manager.latest_step()
+
+    def restore_meta(self, epoch: int) -> dict:
+        ocp = self._ocp
+        return self.manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+    def restore_tree(self, epoch: int, target: dict | None = None) -> dict:
+        """Checkpoint `epoch`'s arrays; `target` (a tree of arrays) gives the structure (NamedTuples of
+        the optimizer state included), dtypes and devices to restore into."""
+        ocp = self._ocp
+        tree_args = ocp.args.StandardRestore(target) if target is not None else ocp.args.StandardRestore()
+        return self.manager.restore(epoch, args=ocp.args.Composite(tree=tree_args))["tree"]
+
+    def restore(self, epoch: int, target: dict | None = None) -> tuple[dict, dict]:
+        """-> (tree, meta) of checkpoint `epoch`."""
+        return self.restore_tree(epoch, target), self.restore_meta(epoch)
 
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def load_model(run_dir: Path) -> tuple[Any, Any]:
+    """(params, model_state) that the finished run in `run_dir` reports (its final checkpoint's
+    `model`), as nested dicts of arrays in flax's layout."""
+    ck = Checkpoints(run_dir, keep=1_000_000)
+    try:
+        epoch = ck.latest()
+        if epoch is None:
+            raise FileNotFoundError(f"{Path(run_dir) / 'checkpoints'} holds no checkpoint")
+        tree, meta = ck.restore(epoch)
+        if "model" not in meta.get("parts", ()):
+            raise FileNotFoundError(f"the run in {run_dir} has not finished: its latest checkpoint "
+                                    f"(epoch {epoch}) holds no final model")
+        return tree["model"]["params"], tree["model"].get("model_state", {})
+    finally:
+        ck.close()

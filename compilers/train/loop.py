@@ -99,6 +99,7 @@ class Tracker:
         self.last_finite = None
         self.diverged: str | None = None
         self.stopped_early = False
+        self.interrupted = False    # Ctrl-C: stopped after this epoch, to be resumed
         self.done = False
         self.has_best = False
 
@@ -140,8 +141,27 @@ class Tracker:
     def row(self) -> dict:
         return self.history[-1]
 
+    _SAVED = ("history", "best_value", "best_epoch", "since_best", "last_finite", "diverged", "stopped_early",
+              "has_best")
+
+    def to_meta(self) -> dict:
+        """The bookkeeping a checkpoint keeps (plain JSON; gradient norms go with the arrays)."""
+        return {k: getattr(self, k) for k in self._SAVED}
+
+    def from_meta(self, meta: dict, grad_norms) -> None:
+        for k in self._SAVED:
+            setattr(self, k, meta[k])
+        if self.last_finite is not None:
+            self.last_finite = tuple(self.last_finite)
+        self.grad_norms = [np.asarray(g) for g in grad_norms]
+        self.done = bool(self.diverged or self.stopped_early or len(self.history) >= self.plan.train.epochs)
+
 
 _TAKE = None
+
+
+def _meta(tr: Tracker, probes: dict) -> dict:
+    return {"tracker": tr.to_meta(), "probe_parts": sorted(probes)}
 
 
 def _take(tree, i: int | None):
@@ -171,15 +191,50 @@ def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: 
                        times=[times if times is not None else {}])[0]
 
 
+class _Interrupt:
+    """Ctrl-C during training asks the loop to stop after the epoch in hand (a checkpoint and the
+    report of what was done are written); a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.getsignal(signal.SIGINT)
+
+            def handler(signum, frame):
+                if self.requested:
+                    raise KeyboardInterrupt
+                self.requested = True
+                print("\nstopping after this epoch (Ctrl-C again to stop now)", file=sys.stderr, flush=True)
+
+            signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
+
+
 def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = True, logs=None,
-                times: list[dict] | None = None, shared_data: bool | None = None) -> list[RunRecord]:
+                times: list[dict] | None = None, shared_data: bool | None = None,
+                resume: bool = False) -> list[RunRecord]:
     """Trains models that share one compiled structure (plans that differ only in seed and optimizer
     values): one model as it is, several as ONE `jax.vmap`ped program, each with its own parameters,
-    optimizer state, shuffles, early stopping and best epoch. Returns one RunRecord per plan."""
+    optimizer state, shuffles, early stopping and best epoch. Returns one RunRecord per plan.
+
+    `resume` (one model): go on from the run directory's latest checkpoint, exactly where it was."""
     import jax
     import jax.numpy as jnp
 
-    from compilers.runs.checkpoint import Checkpoints
+    from compilers.runs.checkpoint import Checkpoints, state_from_tree, state_tree
     from compilers.train import step as step_module
     from compilers.train.step import eval_batch_size, hyperparams, make_programs, pad_split
 
@@ -230,49 +285,107 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
     hists = []
     finals: list = [None] * M                    # (params, model_state, state) of models that stopped
     compile_s = 0.0
+    start = 1
+
+    def probe_arrays(i, n):
+        out = {}
+        if trackers[i].grad_norms and trackers[i].grad_norms[0].size:
+            out["grad_norms"] = np.stack(trackers[i].grad_norms[:n]).astype(np.float32)
+        if hists and programs.grad_layers:
+            out["hists"] = jnp.stack(hists[:n]) if not vm else jnp.stack([h[i] for h in hists[:n]])
+            out["edges"] = _take(edges, i if vm else None)
+        return out
+
+    def best_of(i):
+        if not trackers[i].has_best:
+            return None
+        return _take(best, i) if vm else best_single
+
+    if resume:
+        if vm:
+            raise ValueError("resume trains one model")
+        latest = ckpts[0].latest()
+        if latest is not None:
+            meta = ckpts[0].restore_meta(latest)
+            k, parts = len(meta["tracker"]["history"]), meta["parts"]
+            target = {"state": state_tree(state)}
+            if "best" in parts:
+                target["best"] = {"params": state.params, "model_state": state.model_state}
+            if "probes" in parts:
+                L, B = edges.shape[0], edges.shape[1] - 1
+                target["probes"] = {key: value for key, value in (
+                    ("grad_norms", np.zeros((k, L), np.float32)), ("hists", jnp.zeros((k, L, B), jnp.float32)),
+                    ("edges", edges)) if key in meta.get("probe_parts", ())}
+            tree = ckpts[0].restore_tree(latest, target)
+            state = state_from_tree(tree["state"], state)
+            probes = tree.get("probes", {})
+            trackers[0].from_meta(meta["tracker"], probes.get("grad_norms", np.zeros((k, 0), np.float32)))
+            if "best" in tree:
+                best_single = (tree["best"]["params"], tree["best"]["model_state"])
+            if "hists" in probes:
+                edges = probes["edges"]
+                hists = [probes["hists"][j] for j in range(k)]
+            start = k + 1
+            if trackers[0].done:
+                finals[0] = state
     try:
-        for epoch in range(1, tp.epochs + 1):
-            e0 = time.perf_counter()
-            keys = fold(keys0, epoch)
-            state, stats, vstats = programs.train_epoch(state, *train_xy, keys, val)
-            if step_module.PROBES:
-                hists.append(programs.weight_hist(state.params, edges))  # on the device, [(M,) layers, bins]
-            stats, vstats = jax.device_get((stats, vstats))
-            if epoch == 1:
-                compile_s = time.perf_counter() - e0  # first epoch: compilation + one epoch
-            improved = np.zeros(M, bool)
-            for i, tr in enumerate(trackers):
-                if tr.done:
-                    continue
-                s_i = stats if not vm else {k: v[i] for k, v in stats.items()}
-                v_i = vstats if not vm or vstats is None else {k: v[i] for k, v in vstats.items()}
-                improved[i] = tr.observe(epoch, dict(s_i), v_i, float(epoch_lr[i][epoch - 1]), time.perf_counter() - t0)
-            if improved.any():
-                if vm:
-                    best = select(jnp.asarray(improved), (state.params, state.model_state), best)
-                else:
-                    best_single = copy((state.params, state.model_state))
-            live = [i for i, tr in enumerate(trackers) if not tr.done]
-            bar.update(epoch, trackers[live[0] if live else 0].row)
-            for i, tr in enumerate(trackers):
-                every = plans[i].spec.train.checkpoint.every
-                if finals[i] is None and every and epoch % every == 0 and epoch < tp.epochs and not tr.done:
-                    ckpts[i].save(epoch, _take(state, i if vm else None))
-                if tr.done and finals[i] is None:
-                    finals[i] = copy(_take(state, i)) if vm else state
-            if not live:
-                break
+        with _Interrupt() as interrupt:
+            for epoch in range(start, tp.epochs + 1):
+                if trackers[0].done and not vm:
+                    break
+                e0 = time.perf_counter()
+                keys = fold(keys0, epoch)
+                state, stats, vstats = programs.train_epoch(state, *train_xy, keys, val)
+                if step_module.PROBES:
+                    hists.append(programs.weight_hist(state.params, edges))  # on the device, [(M,) layers, bins]
+                stats, vstats = jax.device_get((stats, vstats))
+                if epoch == 1:
+                    compile_s = time.perf_counter() - e0  # first epoch: compilation + one epoch
+                improved = np.zeros(M, bool)
+                for i, tr in enumerate(trackers):
+                    if tr.done:
+                        continue
+                    s_i = stats if not vm else {k: v[i] for k, v in stats.items()}
+                    v_i = vstats if not vm or vstats is None else {k: v[i] for k, v in vstats.items()}
+                    improved[i] = tr.observe(epoch, dict(s_i), v_i, float(epoch_lr[i][epoch - 1]), time.perf_counter() - t0)
+                if improved.any():
+                    if vm:
+                        best = select(jnp.asarray(improved), (state.params, state.model_state), best)
+                    else:
+                        best_single = copy((state.params, state.model_state))
+                live = [i for i, tr in enumerate(trackers) if not tr.done]
+                bar.update(epoch, trackers[live[0] if live else 0].row)
+                for i, tr in enumerate(trackers):
+                    every = plans[i].spec.train.checkpoint.every
+                    if (finals[i] is None and every and epoch % every == 0 and epoch < tp.epochs and not tr.done
+                            and not interrupt.requested):
+                        ckpts[i].save(epoch, _take(state, i if vm else None), meta=_meta(tr, probe_arrays(i, epoch)),
+                                      best=best_of(i), probes=probe_arrays(i, epoch))
+                    if tr.done and finals[i] is None:
+                        finals[i] = copy(_take(state, i)) if vm else state
+                if interrupt.requested and live:
+                    for i, tr in enumerate(trackers):
+                        if not tr.done:
+                            tr.done, tr.interrupted = True, True
+                            finals[i] = copy(_take(state, i)) if vm else state
+                            ckpts[i].save(epoch, finals[i], meta=_meta(tr, probe_arrays(i, epoch)), best=best_of(i),
+                                          probes=probe_arrays(i, epoch))
+                    break
+                if not live:
+                    break
     finally:
         bar.close()
     train_s = time.perf_counter() - t0
     records = []
     for i, (plan, data, tr) in enumerate(zip(plans, datas, trackers)):
         st = finals[i] if finals[i] is not None else _take(state, i if vm else None)
-        ckpts[i].save(len(tr.history), st)
         params, ms = st.params, st.model_state
         if tr.has_best:
             params, ms = _take(best, i) if vm else best_single
         n = len(tr.history)
+        if not tr.interrupted:   # the final checkpoint: also the parameters the run reports
+            ckpts[i].save(n, st, meta=_meta(tr, probe_arrays(i, n)), best=best_of(i), probes=probe_arrays(i, n),
+                          model=(params, ms))
         member_hists = None
         if hists:
             member_hists = jnp.stack(hists[:n]) if not vm else jnp.stack([h[i] for h in hists[:n]])
@@ -357,4 +470,8 @@ def _finish(plan, data, programs, final_params, final_ms, tr: Tracker, hist_coun
                       "restored_best": tr.has_best}
     if tr.diverged:
         record.summary.update(status="failed", reason=tr.diverged)
+    elif tr.interrupted:
+        record.summary.update(status="interrupted",
+                              reason=f"interrupted (Ctrl-C) after epoch {len(history)} of {tp.epochs}; "
+                                     f"a checkpoint of that epoch was written")
     return record

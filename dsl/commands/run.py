@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from dsl.errors import RunFailed, SpecError
+from dsl.errors import RunFailed, RunInterrupted, SpecError
 
 # Hydra's own flags that take a value, and those that do not.
 VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--info", "--config-path", "-cp", "--config-name", "-cn",
@@ -253,6 +253,11 @@ def _hydra_run(spec_path, smap, flags, overrides, cwd: Path, t_start: float) -> 
                 _sweep_line(hc.sweep.dir, hc.job.num, job_overrides, run_dir, None, str(e))
                 return None
             raise SystemExit(2)
+        except RunInterrupted as e:  # Ctrl-C: a checkpoint and the report are written; a sweep stops too
+            print(e, file=sys.stderr)
+            if multirun:
+                _sweep_line(hc.sweep.dir, hc.job.num, job_overrides, run_dir, None, str(e))
+            raise SystemExit(130)
         except RunFailed as e:
             print(e, file=sys.stderr)
             if multirun:
@@ -284,6 +289,7 @@ def _hydra_run(spec_path, smap, flags, overrides, cwd: Path, t_start: float) -> 
         from compilers.train.group import group_jobs
 
         values = [None] * len(jobs)
+        interrupted = False
         specs = [j.get("spec") if j else None for j in jobs]
         for group in group_jobs(specs, max_members):
             outs = run_group([specs[i] for i in group], [jobs[i]["run_dir"] for i in group], cwd,
@@ -291,6 +297,7 @@ def _hydra_run(spec_path, smap, flags, overrides, cwd: Path, t_start: float) -> 
             for i, out in zip(group, outs):
                 job = jobs[i]
                 if isinstance(out, BaseException):
+                    interrupted = interrupted or isinstance(out, RunInterrupted)
                     error = str(locate(out, smap, job["overrides"]) if isinstance(out, SpecError) else out)
                     print(error, file=sys.stderr)
                     _sweep_line(job["sweep_dir"], job["num"], job["overrides"], job["run_dir"], None, error,
@@ -302,6 +309,8 @@ def _hydra_run(spec_path, smap, flags, overrides, cwd: Path, t_start: float) -> 
                         values[i] = objective_value(specs[i], out)
                     except SpecError as e:
                         print(e, file=sys.stderr)
+            if interrupted:
+                raise SystemExit(130)
         return values
 
     task.prepare_job, task.run_jobs = prepare_job, run_jobs
