@@ -171,3 +171,15 @@ def test_checkpoints_hold_the_whole_training_state(uninterrupted):
     assert np.asarray(tree["probes"]["grad_norms"]).shape[0] == 40
     # keep: 2 -> only the two newest checkpoints are left
     assert len([p for p in (uninterrupted / "checkpoints").iterdir() if p.name.isdigit()]) == 2
+
+
+def test_same_spec_and_seed_give_identical_metrics(tmp_path, cli):
+    def run(name, *extra):
+        code, _, err = cli("run", f"conf={IRIS}", f"hydra.run.dir={tmp_path / name}", "train.epochs=6",
+                           "plots=[]", *extra)
+        assert code == 0, err
+        return [{k: v for k, v in h.items() if k != "time"} for h in _history(tmp_path / name)]
+
+    a, b, other = run("a"), run("b"), run("c", "seed=1")
+    assert a == b                      # every value of every epoch, exactly
+    assert a != other
