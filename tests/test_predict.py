@@ -222,7 +222,8 @@ def test_a_column_that_cannot_convert_to_numbers(cli, here, shop_run):
     frame.to_csv(here / "text.csv", index=False)
     code, _, err = cli("predict", str(shop_run), "data.source=text.csv")
     assert code == 2
-    assert err.strip() == "data.source: text.csv: column 'price' holds text ('cheap' at data row 3) where the run read numbers"
+    assert err.strip() == ("data.source: text.csv: column 'price' holds text ('cheap' at data row 3) where the run "
+                           "read numbers")
     # numbers written as text convert
     frame.loc[2, "price"] = "12.5"
     frame.astype({"price": str}).to_parquet(here / "text.parquet")
