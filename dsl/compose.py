@@ -10,6 +10,8 @@ Hydra users expect.
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -61,27 +63,39 @@ def resolve_conf(value: str | None, cwd: Path) -> Path:
     raise SpecError("conf", unknown("spec", value, shipped))
 
 
-def precheck_file(path: Path, shown: str) -> SourceMap:
-    """Reads the spec file as YAML: syntax, encoding, emptiness and `_target_` errors, with lines."""
+def read_yaml(path: Path, shown: str, what: str = "the spec") -> tuple[Any, SourceMap]:
+    """A YAML file -> (its value, its source map); encoding, syntax and duplicate-key errors, with lines."""
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise SpecError("", f"cannot read the spec: {e.strerror}", file=shown) from None
+        raise SpecError("", f"cannot read {what}: {e.strerror}", file=shown) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise SpecError("", "the spec is not UTF-8 text", file=shown, line=line) from None
+        raise SpecError("", f"{what} is not UTF-8 text", file=shown, line=line) from None
     if "\x00" in text:
-        raise SpecError("", "the spec is a binary file, not YAML", file=shown)
+        raise SpecError("", f"{what} is a binary file, not YAML", file=shown)
     try:
         raw = yaml.safe_load(text)
+        smap = SourceMap.from_text(shown, text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         problem = getattr(e, "problem", None) or str(e).split("\n")[0]
         raise SpecError("", f"YAML syntax error: {problem}", file=shown,
                         line=mark.line + 1 if mark else None) from None
-    smap = SourceMap.from_text(shown, text)
+    except RecursionError:
+        raise SpecError("", "YAML nested too deeply", file=shown) from None
+    if smap.duplicate:
+        key, line, first = smap.duplicate
+        raise SpecError(key, f"duplicate key '{dotted(key).rsplit('.', 1)[-1]}' (first on line {first})",
+                        file=shown, line=line)
+    return raw, smap
+
+
+def precheck_file(path: Path, shown: str) -> SourceMap:
+    """Reads the spec file as YAML: syntax, encoding, emptiness and `_target_` errors, with lines."""
+    raw, smap = read_yaml(path, shown)
     if raw is None:
         raise SpecError("", "the spec is empty; it needs at least data and model sections", file=shown, line=1)
     if not isinstance(raw, dict):
@@ -176,7 +190,39 @@ def compose(spec_path: Path, overrides: list[str], *, hydra: bool = False):
 
     register(spec_path)
     with initialize_config_dir(config_dir=str(spec_path.parent), version_base="1.3"):
-        return hcompose(config_name=PRIMARY, overrides=list(overrides), return_hydra_config=hydra)
+        cfg = hcompose(config_name=PRIMARY, overrides=list(overrides), return_hydra_config=hydra)
+        check_composed(spec_path, overrides)
+        return cfg
+
+
+def check_composed(spec_path: Path, overrides: list[str]) -> None:
+    """The files a spec composes (its `defaults:` list, from its folder or a search path it adds)
+    obey the spec's own rule: nothing in them may name Python code. Inside initialize_config_dir."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    from dsl.parse import find_target
+
+    loader = GlobalHydra.instance().config_loader()
+    sources = loader.get_sources()
+    for d in loader.compute_defaults_list(PRIMARY, list(overrides), RunMode.RUN).defaults:
+        source = next((s for s in sources if d.config_path and s.is_config(d.config_path)), None)
+        if source is None or source.scheme() != "file":   # the project's and Hydra's own configs
+            continue
+        file = (Path(source.path) / f"{d.config_path}.yaml").resolve()
+        if file == spec_path.resolve():   # precheck_file read it
+            continue
+        try:
+            shown = os.path.relpath(file)
+        except ValueError:
+            shown = str(file)
+        raw, smap = read_yaml(file, shown, "the composed file")
+        prefix = d.package or ""
+        try:
+            find_target(raw, prefix)
+        except SpecError as e:
+            inner = e.path[len(prefix) + 1:] if prefix and e.path.startswith(prefix + ".") else e.path
+            raise e.located(shown, smap.line(inner)) from None
 
 
 # --- overrides ---------------------------------------------------------------------------------
@@ -231,7 +277,7 @@ def to_spec(cfg, smap: SourceMap, spec_path: Path, overrides: list[str]) -> Spec
         raw = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as e:
         path = getattr(e, "full_key", None) or ""
-        msg = str(e).split("\n")[0]
+        msg = re.sub(r"^\w+ raised while resolving interpolation: ", "", str(e).split("\n")[0]).strip('"')
         raise SpecError(path, f"cannot resolve: {msg}").located(smap.file, smap.line(path)) from None
     raw.pop("hydra", None)
     try:

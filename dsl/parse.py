@@ -52,9 +52,11 @@ def _range_message(name: str, value: Any, meta: dict, is_int: bool) -> str | Non
         bad = True
     if not bad:
         return None
-    if is_int and (gt == 0 or ge == 1) and le is None and lt is None:
+    if is_int and ((le is not None and value > le) or (lt is not None and value >= lt)):
+        return f"{name} must be at most {le if le is not None else lt - 1}, got {_show(value)}"
+    if is_int and (gt == 0 or ge == 1):   # below the lower bound: the upper one was checked above
         want = "a positive integer"
-    elif is_int and ge == 0 and le is None and lt is None:
+    elif is_int and ge == 0:
         want = "a non-negative integer"
     else:
         parts = []
@@ -102,6 +104,8 @@ def convert(value: Any, tp: Any, path: str, name: str, meta: dict | None = None)
         if isinstance(value, bool) or not isinstance(value, int):
             want = "a positive integer" if meta.get("gt") == 0 or meta.get("ge") == 1 else "an integer"
             raise _err(path, f"{name} must be {want}, got {_show(value)}")
+        if not -2**63 <= value < 2**63:  # numpy and JAX take nothing larger
+            raise _err(path, f"{name} must fit in a 64-bit integer, got {_show(value)}")
         problem = _range_message(name, value, meta, True)
         if problem:
             raise _err(path, problem)
@@ -415,13 +419,25 @@ def parse_spec(raw: Any, *, file: str | None = None, smap: SourceMap | None = No
         raise e.located(smap.file or file, smap.line(e.path)) from None
 
 
+# Hydra's keys whose values can name Python functions: callbacks (`_target_`) and Python logging's
+# configuration (handlers built by `()` or `class`). A spec leaves them to Hydra's defaults.
+CODE_KEYS = ("hydra.callbacks", "hydra.job_logging", "hydra.hydra_logging")
+
+
 def find_target(node: Any, path: str = "") -> None:
-    """Specs never execute code: a `_target_` key anywhere (vars included) is refused."""
+    """Specs never execute code: a `_target_` key (or logging's factory key `()`) anywhere, vars
+    included, and Hydra's callbacks and logging configuration are refused."""
     if isinstance(node, dict):
         for k, v in node.items():
             sub = f"{path}.{k}" if path else str(k)
-            if k == "_target_":
-                raise _err(sub, "specs never execute code: '_target_' is not allowed")
+            if k in ("_target_", "()"):
+                raise _err(sub, f"specs never execute code: '{k}' is not allowed")
+            if sub in CODE_KEYS:
+                raise _err(sub, f"specs never execute code: {sub} can name Python functions; "
+                                "it is not allowed in a spec")
+            if sub == "hydra.output_subdir" and isinstance(v, str) and (
+                    Path(v).is_absolute() or ".." in Path(v).parts):   # Hydra writes .hydra/ there
+                raise _err(sub, f"must be a folder inside the run directory, got {_show(v)}")
             find_target(v, sub)
     elif isinstance(node, list):
         for i, v in enumerate(node):
@@ -439,7 +455,8 @@ def _parse(raw: Any, file: str | None) -> Spec:
     name = convert(raw.get("name", "run"), str, "name", "name")
     if not name or any(c in name for c in "/\\") or name in (".", ".."):
         raise _err("name", f"name must be a plain name without path separators, got {_show(name)}")
-    seed = convert(raw.get("seed", 0), int, "seed", "seed")
+    meta = {f.name: dict(f.metadata) for f in dataclasses.fields(Spec)}
+    seed = convert(raw.get("seed", 0), int, "seed", "seed", meta["seed"])
     task = convert(raw.get("task"), hints["task"], "task", "task")
     variables = convert(raw.get("vars") or {}, dict, "vars", "vars")
     data = parse_data(_section(raw, "data", "data"), seed)

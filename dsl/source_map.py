@@ -11,10 +11,12 @@ class SourceMap:
     def __init__(self, file: str | None, lines: dict[str, int] | None = None):
         self.file = file
         self.lines = lines or {}
+        self.duplicate: tuple[str, int, int] | None = None   # (key path, line, line of the first one)
 
     @classmethod
     def from_text(cls, file: str | None, text: str) -> "SourceMap":
         lines: dict[str, int] = {}
+        duplicates: list[tuple[str, int, int]] = []
         try:
             root = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.YAMLError:
@@ -22,10 +24,15 @@ class SourceMap:
 
         def walk(node, path: str) -> None:
             if isinstance(node, yaml.MappingNode):
+                seen: dict[str, int] = {}
                 for key, value in node.value:
                     name = str(key.value)
                     sub = f"{path}.{name}" if path else name
-                    lines[sub] = key.start_mark.line + 1
+                    line = key.start_mark.line + 1
+                    if name in seen and name != "<<":
+                        duplicates.append((sub, line, seen[name]))
+                    seen.setdefault(name, line)
+                    lines[sub] = line
                     walk(value, sub)
             elif isinstance(node, yaml.SequenceNode):
                 for i, value in enumerate(node.value):
@@ -35,7 +42,9 @@ class SourceMap:
 
         if root is not None:
             walk(root, "")
-        return cls(file, lines)
+        out = cls(file, lines)
+        out.duplicate = duplicates[0] if duplicates else None
+        return out
 
     def line(self, path: str) -> int | None:
         """The line of `path`, or of its nearest ancestor that the file spells out."""
