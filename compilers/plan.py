@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,9 @@ from dsl.spec import Item, Spec
 from compilers.model.build import ModelPlan, build_model
 from compilers.train.losses import default_loss
 from compilers.train.metrics import default_metrics, metric_mode
+
+
+MAX_STEPS = 2**31 - 1   # optax counts steps in int32
 
 
 @dataclass
@@ -66,6 +70,18 @@ def _choose_loop(requested: str, spec: Spec) -> str:
     return "scan"
 
 
+def _check_steps(t, steps: int) -> None:
+    """What is counted in epochs (training, warm-up, decay) must fit the step counter."""
+    if t.epochs * steps > MAX_STEPS:
+        raise SpecError("train.epochs", f"{t.epochs:,} epochs of {steps:,} steps are more steps than a run "
+                                        f"can count ({MAX_STEPS:,}); use fewer epochs or a larger batch_size")
+    for f in dataclasses.fields(t.schedule.options):
+        value = getattr(t.schedule.options, f.name)
+        if f.name.endswith("_epochs") and isinstance(value, (int, float)) and value * steps > MAX_STEPS:
+            raise SpecError("train.schedule", f"{f.name} {value:g} is more steps than a run can count "
+                                              f"({MAX_STEPS:,} at {steps:,} steps per epoch)")
+
+
 def compile_spec(spec: Spec, task: str, n_classes: int, input_shape: tuple[int, ...],
                  sizes: dict[str, int], input_dtype: str = "float32", vocab_size: int | None = None,
                  model: ModelPlan | None = None) -> Plan:
@@ -108,6 +124,7 @@ def compile_spec(spec: Spec, task: str, n_classes: int, input_shape: tuple[int, 
     n_train = sizes["train"]
     batch = min(t.batch_size, n_train)
     steps = -(-n_train // batch)
+    _check_steps(t, steps)
     if model is None:  # given when models that share one structure are planned together
         model = build_model(spec.model, input_shape, task, n_classes, binary_logit, input_dtype, vocab_size)
     train = TrainPlan(epochs=t.epochs, batch_size=batch, steps_per_epoch=steps, loss=Item(loss_name, loss_entry.options(), "train.loss"),

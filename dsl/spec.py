@@ -12,6 +12,7 @@ from typing import Any, Literal, Optional
 from dsl.registry import opt
 
 TASKS = ("classification", "regression")
+MAX_SEED = 2**32 - 1   # what NumPy, scikit-learn and JAX (32-bit) all take
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Split:
     test: float = opt(0.2, "fraction of rows held out for the test set", ge=0.0, lt=1.0)
     val: float = opt(0.1, "fraction of rows held out for validation", ge=0.0, lt=1.0)
     stratify: bool = opt(True, "keep class proportions in every split (classification)")
-    seed: Optional[int] = opt(None, "seed of the split; default: the top-level seed")
+    seed: Optional[int] = opt(None, "seed of the split; default: the top-level seed", ge=0, le=MAX_SEED)
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class Checkpoint:
 class Train:
     """How the model is trained."""
 
-    epochs: int = opt(10, "passes over the training split", ge=1)
+    epochs: int = opt(10, "passes over the training split", ge=1, le=1_000_000)
     batch_size: int = opt(32, "examples per step", ge=1)
     loss: str = opt("auto", "auto: cross_entropy for classification, mse for regression")
     optimizer: Item = opt(None, "optax optimizer: {name, lr, clip_norm, and the optimizer's own options}")
@@ -112,7 +113,7 @@ class Spec:
     """A whole experiment."""
 
     name: str = opt("run", "name of the run; outputs go to outputs/<name>/<date>_<time>/")
-    seed: int = opt(0, "seed of initialisation, shuffling and the split")
+    seed: int = opt(0, "seed of initialisation, shuffling and the split", ge=0, le=MAX_SEED)
     task: Optional[Literal["classification", "regression"]] = opt(None, "inferred from the target when omitted")
     vars: dict = opt(default_factory=dict, doc="free user variables, referenced as ${vars.name}; sweepable")
     data: Data = opt(default_factory=Data, doc="the data")
@@ -142,5 +143,5 @@ class ScheduleOptions:
 @dataclass(frozen=True)
 class ChartOptions:
     title: Optional[str] = opt(None, "chart title")
-    width: Optional[int] = opt(None, "width in pixels", gt=0)
-    height: Optional[int] = opt(None, "height in pixels", gt=0)
+    width: Optional[int] = opt(None, "width in pixels", gt=0, le=10_000)
+    height: Optional[int] = opt(None, "height in pixels", gt=0, le=10_000)

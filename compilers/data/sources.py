@@ -26,6 +26,7 @@ from compilers.data.dataset import Table
 from compilers.data.prep import _check_size
 from dsl.errors import DataError
 from dsl.registry import SOURCES, opt
+from dsl.spec import MAX_SEED
 
 PATH = "data.source"
 
@@ -165,7 +166,7 @@ class MoonsOptions:
 
     n_samples: int = opt(1000, _N, gt=0)
     noise: float = opt(0.1, "standard deviation of Gaussian noise added to the points", ge=0.0)
-    seed: Optional[int] = opt(None, _SEED)
+    seed: Optional[int] = opt(None, _SEED, ge=0, le=MAX_SEED)
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,7 @@ class CirclesOptions:
     n_samples: int = opt(1000, _N, gt=0)
     noise: float = opt(0.05, "standard deviation of Gaussian noise added to the points", ge=0.0)
     factor: float = opt(0.5, "radius of the inner circle relative to the outer one", gt=0.0, lt=1.0)
-    seed: Optional[int] = opt(None, _SEED)
+    seed: Optional[int] = opt(None, _SEED, ge=0, le=MAX_SEED)
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ class BlobsOptions:
     noise: float = opt(1.0, "standard deviation of each cluster", gt=0.0)
     centers: int = opt(3, "number of clusters (classes)", ge=2)
     n_features: int = opt(2, "number of features", ge=1)
-    seed: Optional[int] = opt(None, _SEED)
+    seed: Optional[int] = opt(None, _SEED, ge=0, le=MAX_SEED)
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ class SpiralsOptions:
     noise: float = opt(0.2, "standard deviation of Gaussian noise added to the points", ge=0.0)
     arms: int = opt(2, "number of arms (classes)", ge=2)
     turns: float = opt(1.5, "how many turns each arm makes", gt=0.0)
-    seed: Optional[int] = opt(None, _SEED)
+    seed: Optional[int] = opt(None, _SEED, ge=0, le=MAX_SEED)
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ class XorOptions:
 
     n_samples: int = opt(1000, _N, gt=0)
     noise: float = opt(0.1, "standard deviation of Gaussian noise added after labelling", ge=0.0)
-    seed: Optional[int] = opt(None, _SEED)
+    seed: Optional[int] = opt(None, _SEED, ge=0, le=MAX_SEED)
 
 
 @dataclass(frozen=True)
@@ -217,12 +218,21 @@ class RegressionOptions:
     noise: float = opt(10.0, "standard deviation of Gaussian noise added to the target", ge=0.0)
     n_features: int = opt(10, "number of features", ge=1)
     n_informative: int = opt(5, "number of features the target depends on", ge=1)
-    seed: Optional[int] = opt(None, _SEED)
+    seed: Optional[int] = opt(None, _SEED, ge=0, le=MAX_SEED)
 
     def __post_init__(self):
         if self.n_informative > self.n_features:
             raise ValueError(f"n_informative ({self.n_informative}) must not exceed "
                              f"n_features ({self.n_features})")
+
+
+MAX_GENERATED = 100_000_000   # values (examples x features) of a generated data set: 800 MB as float64
+
+
+def _check_generated(name: str, n_samples: int, n_features: int) -> None:
+    if n_samples * n_features > MAX_GENERATED:
+        raise DataError("data.options", f"{name}: {n_samples:,} examples of {n_features:,} features are more values "
+                                        f"than a generated data set may hold ({MAX_GENERATED:,})")
 
 
 def _seed(options, ctx: SourceContext) -> int:
@@ -243,6 +253,7 @@ def moons(options: MoonsOptions, ctx: SourceContext) -> Table:
     """Two interleaving half circles (2 features, 2 classes); sklearn's make_moons."""
     from sklearn.datasets import make_moons
 
+    _check_generated("moons", options.n_samples, 2)
     x, y = make_moons(options.n_samples, noise=options.noise, random_state=_seed(options, ctx))
     return _labelled("moons", x, y)
 
@@ -252,6 +263,7 @@ def circles(options: CirclesOptions, ctx: SourceContext) -> Table:
     """A small circle inside a large one (2 features, 2 classes); sklearn's make_circles."""
     from sklearn.datasets import make_circles
 
+    _check_generated("circles", options.n_samples, 2)
     x, y = make_circles(options.n_samples, noise=options.noise, factor=options.factor,
                         random_state=_seed(options, ctx))
     return _labelled("circles", x, y)
@@ -262,6 +274,7 @@ def blobs(options: BlobsOptions, ctx: SourceContext) -> Table:
     """Gaussian clusters, one class per cluster; sklearn's make_blobs."""
     from sklearn.datasets import make_blobs
 
+    _check_generated("blobs", max(options.n_samples, options.centers), options.n_features)
     x, y = make_blobs(options.n_samples, n_features=options.n_features, centers=options.centers,
                       cluster_std=options.noise, random_state=_seed(options, ctx))
     return _labelled("blobs", x, y)
@@ -270,6 +283,7 @@ def blobs(options: BlobsOptions, ctx: SourceContext) -> Table:
 @SOURCES.register("spirals", SpiralsOptions)
 def spirals(options: SpiralsOptions, ctx: SourceContext) -> Table:
     """Interleaved spiral arms, one class per arm (2 features)."""
+    _check_generated("spirals", options.n_samples, 2)
     rng = np.random.default_rng(_seed(options, ctx))
     n, arms = options.n_samples, options.arms
     labels = np.arange(n) % arms
@@ -285,6 +299,7 @@ def spirals(options: SpiralsOptions, ctx: SourceContext) -> Table:
 @SOURCES.register("xor", XorOptions)
 def xor(options: XorOptions, ctx: SourceContext) -> Table:
     """Points in [-1, 1]^2, class 1 where exactly one of x0, x1 is positive (2 classes)."""
+    _check_generated("xor", options.n_samples, 2)
     rng = np.random.default_rng(_seed(options, ctx))
     x = rng.uniform(-1.0, 1.0, (options.n_samples, 2))
     labels = ((x[:, 0] > 0) ^ (x[:, 1] > 0)).astype(int)
@@ -298,6 +313,7 @@ def regression(options: RegressionOptions, ctx: SourceContext) -> Table:
     import pandas as pd
     from sklearn.datasets import make_regression
 
+    _check_generated("regression", options.n_samples, options.n_features)
     x, y = make_regression(options.n_samples, n_features=options.n_features,
                            n_informative=options.n_informative, noise=options.noise,
                            random_state=_seed(options, ctx))
@@ -467,6 +483,11 @@ def npz(options: NpzOptions, ctx: SourceContext) -> Table:
     import zipfile
 
     full = resolve(options.path, ctx)
+    with open(full, "rb") as f:
+        head = f.read(6)
+    if head != b"\x93NUMPY" and not zipfile.is_zipfile(full):  # np.load would try to unpickle it
+        raise DataError(PATH, f"{options.path}: cannot read as .npz: not a zip archive of arrays; save one "
+                              "with numpy.savez(path, x=examples, y=labels)")
     try:
         archive = np.load(full, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:

@@ -6,10 +6,10 @@ is reported at its spec key path before any training.
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from dsl.errors import SpecError
 from dsl.registry import LAYERS
@@ -79,7 +79,53 @@ def _init_shapes(net, input_shape: tuple[int, ...], items: tuple[Item, ...], hea
 def _count(tree) -> int:
     import jax
 
-    return int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree)))
+    return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree))  # exact: no int64 overflow
+
+
+MAX_LAYERS = 10_000            # layers after every repeat is expanded
+TRAINING_COPIES = 4            # parameters, gradients and two optimizer moments, each float32
+
+
+def _count_layers(items: tuple[Item, ...]) -> int:
+    """Layers once every repeat is expanded; SpecError at a repeat that makes too many."""
+    total = 0
+    for it in items:
+        n = 1
+        if it.kind in ("residual", "repeat"):
+            n = _count_layers(it.options.layers) * (it.options.times if it.kind == "repeat" else 1)
+            if n > MAX_LAYERS:
+                raise SpecError(f"{it.path}.{it.kind}", f"expands to {n:,} layers; a model may have at most "
+                                                        f"{MAX_LAYERS:,}")
+        total += n
+    return total
+
+
+def device_memory() -> int | None:
+    """Bytes of memory of the first device (an accelerator's limit, or the machine's RAM); None if unknown."""
+    import jax
+
+    try:
+        stats = jax.local_devices()[0].memory_stats() or {}
+    except (AttributeError, NotImplementedError, RuntimeError):
+        stats = {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_memory(rows: list[dict], total: int) -> None:
+    """A model whose training state cannot fit the device fails here, at its largest layer, not in XLA."""
+    limit = device_memory()
+    need = total * 4 * TRAINING_COPIES
+    if limit is None or need <= limit:
+        return
+    top = max((r for r in rows if r["depth"] == 0), key=lambda r: r["params"])
+    path = top["path"] if top["path"] == "model.head" else f"{top['path']}.{top['kind']}"
+    raise SpecError(path, f"the model has {total:,} parameters ({top['params']:,} here): training needs about "
+                          f"{need / 2**30:,.0f} GiB, more than the device's {limit / 2**30:,.0f} GiB")
 
 
 def _table(net_layers: int, items: tuple[Item, ...], variables, head: Item | None) -> list[dict]:
@@ -123,6 +169,7 @@ def build_model(model: Model, input_shape: tuple[int, ...], task: str, n_classes
                 vocab_size: int | None = None) -> ModelPlan:
     """The flax module the spec describes, with its layer table; SpecError at a bad layer."""
     m = modules()
+    _count_layers(model.layers)
     body = _builder(vocab_size)(model.layers)
     n_out = 1 if task == "regression" or binary_logit else n_classes
     if model.head == "auto":
@@ -146,6 +193,7 @@ def build_model(model: Model, input_shape: tuple[int, ...], task: str, n_classes
                         f"for this {task} task, got {out_shape}")
     rows = _table(len(body), model.layers, variables, head)
     total = _count(variables.get("params", {}))
+    _check_memory(rows, total)
     shapes_only = {k: v for k, v in variables.items() if k != "intermediates"}
     return ModelPlan(net=net, rows=rows, total_params=total, output_shape=out_shape, n_out=n_out,
                      variable_shapes=shapes_only, input_dtype=str(input_dtype))
