@@ -12,6 +12,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# A spec that trains in a second: sweeps and plugins are tested with it.
+SMALL = """\
+name: small
+data:
+  source: moons
+  options: {n_samples: 200}
+model:
+  layers: [{dense: 8}, tanh]
+train:
+  epochs: 2
+  metrics: [accuracy]
+plots: []
+"""
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _cache_dir(tmp_path_factory):

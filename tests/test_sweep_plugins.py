@@ -12,23 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, SMALL
 
 JOBLIB = str(ROOT / "examples" / "moons_joblib.yaml")
 OPTUNA = str(ROOT / "examples" / "moons_optuna.yaml")
 
-SMALL = """\
-name: small
-data:
-  source: moons
-  options: {n_samples: 200}
-model:
-  layers: [{dense: 8}, tanh]
-train:
-  epochs: 2
-  metrics: [accuracy]
-plots: []
-"""
 
 
 def _runs(sweep: Path) -> dict[int, Path]:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, spec_values
+from conftest import ROOT, SMALL, spec_values
 from compilers.charts.base import MAX_ROWS
 from compilers.charts.sweep import (FOREST, MIN_IMPORTANCE_RUNS, NOT_SET, chart_specs, collect, compare, importance,
                                     write_sweep_report)
@@ -396,18 +396,6 @@ def test_compare_defaults_and_errors(moons_sweep, iris_run, tmp_path, monkeypatc
         assert code == 2 and err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err, (args, err)
 
 
-SMALL = """\
-name: small
-data:
-  source: moons
-  options: {n_samples: 200}
-model:
-  layers: [{dense: 8}, tanh]
-train:
-  epochs: 2
-  metrics: [accuracy]
-plots: []
-"""
 
 
 def test_the_report_comes_with_another_sweeper(tmp_path, monkeypatch):
