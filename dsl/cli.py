@@ -16,10 +16,12 @@ commands:
   resume RUN_DIR                     go on with an interrupted run from its latest checkpoint
   predict RUN_DIR data.source=NEW [output=FILE]
                                      a finished run's predictions for new data (default RUN_DIR/predictions.csv)
+  serve [DIR] [--port 6006] [--host 127.0.0.1]
+                                     browse runs and sweeps in a browser, live while they train
 """
 
-COMMANDS = ("run", "validate", "list", "plot", "compare", "resume", "predict")
-LATER = ("serve",)
+COMMANDS = ("run", "validate", "list", "plot", "compare", "resume", "predict", "serve")
+LATER: tuple[str, ...] = ()
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -1026,16 +1026,15 @@ def _facts(cmp: Comparison, sources: list[Path]) -> str:
     return "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in items)
 
 
-def write_comparison(cmp: Comparison, out: Path, sources: list[Path]) -> Path:
-    """Writes the comparison page to `out` (folders made as needed) and returns its path."""
-    from compilers.charts.report import e, figure, slug, write_page
+def comparison_parts(cmp: Comparison, out_dir: Path, sources: list[Path]) -> tuple[str, str, str, list[dict]]:
+    """(title, header, main, calls) of the comparison page for report.py's page_html/write_page;
+    links to the runs' own reports are relative to `out_dir`, the folder the page is served from."""
+    from compilers.charts.report import e, figure, slug
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     rendered = chart_specs(cmp)
     by_name = {r.name: r for r in rendered}
     imp = importance(cmp)
-    sections: list[tuple[str, str]] = [("Runs", runs_table(cmp, out.parent))]
+    sections: list[tuple[str, str]] = [("Runs", runs_table(cmp, out_dir))]
     calls = []
     for name, heading in (("learning_curves", "Learning curves"), ("metric_by_param", "Final metric by swept value"),
                           ("parallel_coordinates", "Parallel coordinates")):
@@ -1056,7 +1055,16 @@ def write_comparison(cmp: Comparison, out: Path, sources: list[Path]) -> Path:
                     f'title="Back to the contents">↑ contents</a></h2>{content}</section>')
     nav = f'<nav class="toc" id="contents" aria-label="Contents"><h2>Contents</h2><ol>{"".join(toc)}</ol></nav>'
     header = f"<h1>{e(cmp.title)}</h1>\n<dl>{_facts(cmp, sources)}</dl>\n{nav}"
-    write_page(out, cmp.title, header, "".join(body), calls, css=SWEEP_CSS)
+    return cmp.title, header, "".join(body), calls
+
+
+def write_comparison(cmp: Comparison, out: Path, sources: list[Path]) -> Path:
+    """Writes the comparison page to `out` (folders made as needed) and returns its path."""
+    from compilers.charts.report import write_page
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_page(out, *comparison_parts(cmp, out.parent, sources), css=SWEEP_CSS)
     return out
 
 
