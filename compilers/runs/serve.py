@@ -229,6 +229,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 .status-running{color:#1a7f37;font-weight:600}.status-failed{color:#b00}.status-interrupted{color:#a60}
 input#filter{font-size:14px;padding:4px 8px;width:320px}
 .m{color:#666;font-size:12px}
+table.runs td.m{white-space:normal;max-width:560px}
 #progress{font-size:14px;margin:6px 0}
 #live{font-size:12px;color:#1a7f37}
 """
@@ -243,6 +244,7 @@ def _shell(title: str, header: str, main: str, script: str, css: str = "") -> st
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{e(title)}</title>
+<link rel="icon" href="data:,">
 <style>{CSS}{INDEX_CSS}{css}</style>
 <script src="/vega.js"></script>
 </head>
@@ -315,6 +317,8 @@ RUN_JS = """(function(){
 var cfg=%(cfg)s;
 var opts={actions:{export:true,source:true,compiled:false,editor:false},renderer:'canvas'};
 var offset=cfg.offset,live=null,epochs=cfg.epochs;
+// vega.changeset(); vl-convert's bundle sets window.vega to null, and a View carries the same function.
+function changeset(view){return window.vega&&window.vega.changeset?window.vega.changeset():view.changeset();}
 function save(url,name){var a=document.createElement('a');a.href=url;a.download=name;document.body.appendChild(a);a.click();a.remove();}
 function embed(el,spec,name){
   var drawn=vegaEmbed(el,spec,opts);
@@ -324,7 +328,7 @@ function embed(el,spec,name){
       drawn.then(function(r){return r.view.toImageURL(f,f==='png'?2:1);}).then(function(u){save(u,a.getAttribute('download'));});});});
   var j=fig.querySelector('a.dl[data-format="json"]');
   j.href=URL.createObjectURL(new Blob([JSON.stringify(spec,null,2)],{type:'application/json'}));
-  return drawn.then(function(res){el.setAttribute('data-state','drawn');return res;},function(err){
+  return drawn.then(function(res){el.vegaView=res.view;el.setAttribute('data-state','drawn');return res;},function(err){
     el.setAttribute('data-state','error');el.textContent='This chart could not be drawn: '+err;
     console.error('chart '+name+' could not be drawn:',err);});
 }
@@ -351,7 +355,7 @@ function stream(rows){
       rows.forEach(function(r){if(typeof r.epoch!=='number')return;
         if(typeof r[q]==='number')add.push({epoch:r.epoch,split:'train',value:r[q]});
         if(typeof r['val_'+q]==='number')add.push({epoch:r.epoch,split:'val',value:r['val_'+q]});});
-      if(add.length)l.view.change(name,vega.changeset().insert(add)).run();});
+      if(add.length)l.view.change(name,changeset(l.view).insert(add)).run();});
     var ep=rows.filter(function(r){return typeof r.epoch==='number';}).map(function(r){return r.epoch;});
     if(ep.length)document.getElementById('chart-live-curves').setAttribute('data-epoch',String(Math.max.apply(null,ep)));
   });
