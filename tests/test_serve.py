@@ -26,6 +26,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 LIVE = "outputs/live/2026-01-01_00-00-00"
+LATER_RUNS = ("outputs/late/run", "outputs/fresh/run")   # made by the browser tests, as runs start
 IRIS = "outputs/iris/2026-01-01_00-00-01"
 SWEEP = "multirun/iris/2026-01-01_00-00-02"
 
@@ -90,12 +91,13 @@ def client(served):
 
 # --- the app ----------------------------------------------------------------------------------------
 
-def test_listing(client):
+def test_listing(client, served):
     r = client.get("/api/runs")
     assert r.status_code == 200
     data = r.json()
     runs = {x["path"]: x for x in data["runs"]}
-    assert set(runs) == {LIVE, IRIS, f"{SWEEP}/0", f"{SWEEP}/1"}     # nothing through the outside link
+    started = {p for p in LATER_RUNS if (served / p).exists()}
+    assert set(runs) == {LIVE, IRIS, f"{SWEEP}/0", f"{SWEEP}/1"} | started   # nothing through the outside link
     assert runs[LIVE]["status"] == "running" and runs[LIVE]["name"] == "live-one"
     assert runs[LIVE]["epoch"] == 2 and runs[LIVE]["metrics"]["loss"] == 0.5 and not runs[LIVE]["final"]
     assert runs[IRIS]["status"] == "completed" and runs[IRIS]["epochs"] == 3 and runs[IRIS]["final"]
@@ -197,6 +199,20 @@ def test_symlink_inside_is_served(client, served):
     assert r.status_code == 200 and r.json()["name"] == "iris-mlp"
 
 
+def test_loopback_answers_only_loopback_names(served):
+    from starlette.testclient import TestClient
+
+    from compilers.runs.serve import LOCAL_HOSTS, Roots, create_app
+
+    app = create_app(Roots([served], served), LOCAL_HOSTS)
+    for base in ("http://127.0.0.1:6006", "http://localhost:6006"):
+        with TestClient(app, base_url=base) as c:
+            assert c.get("/api/runs").status_code == 200
+    with TestClient(app, base_url="http://attacker.example:6006") as c:   # a rebound DNS name
+        r = c.get("/api/runs")
+        assert r.status_code == 400 and "iris" not in r.text
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
 def test_read_only(client, method):
     for url in ("/", "/api/runs", f"/files/{IRIS}/summary.json", f"/run/{IRIS}"):
@@ -291,7 +307,8 @@ def test_index_in_browser(browser, server, served):
         p = page.page
         p.wait_for_selector("body[data-loaded]", timeout=20_000)
         paths = p.eval_on_selector_all("table.runs tbody tr", "trs => trs.map(t => t.dataset.path)")
-        assert set(paths) == {LIVE, IRIS, f"{SWEEP}/0", f"{SWEEP}/1", SWEEP}
+        started = {p for p in LATER_RUNS if (served / p).exists()}
+        assert set(paths) == {LIVE, IRIS, f"{SWEEP}/0", f"{SWEEP}/1", SWEEP} | started
         assert p.get_attribute(f'tr[data-path="{LIVE}"]', "data-status") == "running"
         assert "live-one" in p.inner_text(f'tr[data-path="{LIVE}"]')
         # Filter, then sort by name both ways.
@@ -300,7 +317,7 @@ def test_index_in_browser(browser, server, served):
         p.fill("#filter", "")
         p.click('th[data-key="name"]')
         names = p.eval_on_selector_all("table.runs tbody tr td:first-child a", "as => as.map(a => a.textContent)")
-        assert names == sorted(names) and len(names) == 5
+        assert names == sorted(names) and len(names) == 5 + len(started)
         p.click('th[data-key="name"]')
         assert p.eval_on_selector_all("table.runs tbody tr td:first-child a",
                                       "as => as.map(a => a.textContent)") == sorted(names, reverse=True)
@@ -308,7 +325,7 @@ def test_index_in_browser(browser, server, served):
         p.screenshot(path="/tmp/serve_index.png", full_page=True)
         # A run that starts now shows up without a reload.
         p.evaluate("window.sameDocument = 1")
-        new = served / "outputs" / "late" / "run"
+        new = served / LATER_RUNS[0]
         new.mkdir(parents=True)
         (new / "summary.json").write_text(json.dumps({"name": "late-starter", "status": "running"}))
         p.wait_for_selector('tr[data-path="outputs/late/run"]', timeout=10_000)
@@ -374,6 +391,35 @@ def test_sweep_page_in_browser(browser, server):
         assert p.locator('.chart[data-state="drawn"]').count() == p.locator(".chart").count()
         p.click('table.runs a[href="0/report.html"]')
         p.wait_for_url(f"{server}/run/{SWEEP}/0", timeout=10_000)
+        assert not page.problems(), page.problems()
+    finally:
+        page.close()
+
+
+def test_run_that_has_not_finished_an_epoch_in_browser(browser, server, served):
+    run = served / LATER_RUNS[1]
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({"name": "fresh", "status": "running"}))
+    (run / "metrics.jsonl").write_text("")
+    page = Page(browser, server, "/run/outputs/fresh/run")
+    try:
+        p = page.page
+        assert p.get_attribute("#chart-live-curves", "data-state") == "waiting"
+        p.evaluate("window.sameDocument = 1")
+        with open(run / "metrics.jsonl", "a") as f:
+            f.write(live_row(1))
+        # The first epoch draws the chart; the next ones stream into it.
+        p.wait_for_selector('#chart-live-curves[data-state="drawn"] canvas.marks', timeout=15_000)
+        p.wait_for_function("document.getElementById('chart-live-curves').dataset.epoch === '1'", timeout=10_000)
+        with open(run / "metrics.jsonl", "a") as f:
+            f.write(live_row(2))
+        p.wait_for_function("document.getElementById('chart-live-curves').dataset.epoch === '2'", timeout=10_000)
+        epochs = p.evaluate("document.getElementById('chart-live-curves').vegaView.data('curve_0').map(d => d.epoch)")
+        assert sorted(set(epochs)) == [1.0, 2.0]
+        assert p.is_hidden("#finished")
+        (run / "summary.json").write_text(json.dumps({"name": "fresh", "status": "completed"}))
+        p.wait_for_selector("#finished", state="visible", timeout=10_000)
+        assert p.inner_text("#status") == "completed" and p.evaluate("window.sameDocument") == 1
         assert not page.problems(), page.problems()
     finally:
         page.close()

@@ -345,7 +345,11 @@ function progress(rows,status){
     var parts=Object.keys(last).filter(function(k){return k!=='epoch'&&typeof last[k]==='number';})
       .map(function(k){return k+' '+last[k].toPrecision(4);});
     document.getElementById('latest').textContent=parts.join('  ');}
-  document.getElementById('status').textContent=status;
+  var st=document.getElementById('status');
+  if(status!==st.textContent&&status!=='running'){
+    // Finished: the trainer has written every chart by now; offer them rather than reload.
+    var a=document.getElementById('finished');a.hidden=false;}
+  st.textContent=status;st.className='status-'+status;
   document.body.setAttribute('data-status',status);
 }
 function stream(rows){
@@ -356,9 +360,12 @@ function stream(rows){
         if(typeof r[q]==='number')add.push({epoch:r.epoch,split:'train',value:r[q]});
         if(typeof r['val_'+q]==='number')add.push({epoch:r.epoch,split:'val',value:r['val_'+q]});});
       if(add.length)l.view.change(name,changeset(l.view).insert(add)).run();});
-    var ep=rows.filter(function(r){return typeof r.epoch==='number';}).map(function(r){return r.epoch;});
-    if(ep.length)document.getElementById('chart-live-curves').setAttribute('data-epoch',String(Math.max.apply(null,ep)));
+    markEpoch(rows);
   });
+}
+function markEpoch(rows){
+  var ep=rows.filter(function(r){return typeof r.epoch==='number';}).map(function(r){return r.epoch;});
+  if(ep.length)document.getElementById('chart-live-curves').setAttribute('data-epoch',String(Math.max.apply(null,ep)));
 }
 var busy=false;
 function poll(){
@@ -366,7 +373,8 @@ function poll(){
   fetch(cfg.metrics+'?offset='+offset).then(function(r){return r.json();}).then(function(d){
     if(d.reset||(!live&&d.rows.length)){
       return fetch(cfg.curves).then(function(r){return r.json();}).then(function(c){
-        offset=c.offset;if(c.spec)startLive(c.spec,c.sets);progress(d.rows,d.status);});}
+        offset=c.offset;if(c.spec){startLive(c.spec,c.sets);live.then(function(){markEpoch(d.rows);});}
+        progress(d.rows,d.status);});}
     offset=d.offset;progress(d.rows,d.status);return stream(d.rows);
   }).catch(function(err){console.warn('poll failed',err);}).then(function(){busy=false;});
 }
@@ -409,12 +417,16 @@ def run_page(roots: Roots, run_dir: Path) -> str:
             f"<li><code>{e(k)}</code> not drawn: {e(v)}</li>" for k, v in skipped.items()) + "</ul>"
     main += "</section>"
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["started"])) if info["started"] else "–"
+    rows = read_lines(run_dir / "metrics.jsonl")[0]
+    last = _finite_numbers(rows[-1]) if rows else {}
+    latest = "  ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "epoch")
     epoch = "–" if info["epoch"] is None else f"{info['epoch']:g}" + (f" of {info['epochs']}" if info["epochs"] else "")
     header = (f'<p class="m"><a href="/">all runs</a></p><h1>{e(info["name"])}</h1>'
               f'<dl><dt>path</dt><dd>{e(info["path"])}</dd><dt>status</dt><dd id="status" class="status-{e(info["status"])}">'
               f'{e(info["status"])}</dd><dt>started</dt><dd>{e(started)}</dd><dt>epoch</dt><dd id="epoch">{e(epoch)}</dd>'
-              f'<dt>latest</dt><dd id="latest" class="m"></dd></dl>'
-              + (f'<p id="live">live: this page follows metrics.jsonl</p>' if running else "")
+              f'<dt>latest</dt><dd id="latest" class="m">{e(latest)}</dd></dl>'
+              + ('<p id="live">live: this page follows metrics.jsonl '
+                 '<a id="finished" href="" hidden>finished: reload for every chart</a></p>' if running else "")
               + _metrics_table(summary if isinstance(summary, dict) else {}))
     cfg = {"offset": live["offset"] if live else 0, "epochs": info["epochs"],
            "live": {"spec": live["spec"], "sets": live["sets"]} if live and running else None,
@@ -450,7 +462,12 @@ def sweep_page(roots: Roots, sweep_dir: Path) -> str:
 
 # --- the app --------------------------------------------------------------------------------------
 
-def create_app(roots: Roots):
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
+
+
+def create_app(roots: Roots, allowed_hosts: list[str] | tuple[str, ...] | None = None):
+    """The app. `allowed_hosts`: the Host headers it answers (others get 400), so that a web page
+    elsewhere cannot reach a loopback server through a rebound DNS name; None: any."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -528,4 +545,10 @@ def create_app(roots: Roots):
               Route("/api/curves/{path:path}", api_curves, methods=["GET"]),
               Route("/run/{path:path}", run, methods=["GET"]), Route("/sweep/{path:path}", sweep, methods=["GET"]),
               Route("/files/{path:path}", files, methods=["GET"])]
-    return Starlette(routes=routes)
+    middleware = []
+    if allowed_hosts is not None:
+        from starlette.middleware import Middleware
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
+    return Starlette(routes=routes, middleware=middleware)

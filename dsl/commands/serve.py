@@ -60,8 +60,11 @@ def main(args: list[str]) -> None:
         raise SystemExit(2)
     import uvicorn
 
-    from compilers.runs.serve import create_app, default_roots
+    from compilers.runs.serve import LOCAL_HOSTS, create_app, default_roots
 
     roots = default_roots(dir_, Path.cwd())
     print(f"serving {', '.join(map(str, roots.folders))} at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
-    uvicorn.run(create_app(roots), host=host, port=port, log_level="warning")
+    # On loopback, answer only requests addressed to loopback (no DNS rebinding); a host the
+    # user chose to expose answers any name it is reached by.
+    app = create_app(roots, LOCAL_HOSTS if host in LOCAL_HOSTS else None)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
