@@ -348,6 +348,9 @@ def test_run_page_in_browser(browser, server, served):
         assert all(s == ["drawn", True] for s in state.values()), state
         assert p.locator("canvas.marks, svg.marks").count() == len(names)
         assert p.inner_text("h1") == "iris-mlp"
+        # In report.py's sections: the curves under Training, weights under Model.
+        assert p.locator("#section-training #chart-learning_curves").count() == 1
+        assert p.locator("#section-model #chart-weights").count() == 1
         assert p.eval_on_selector_all("table.metrics tbody th", "els => els.map(e => e.innerText)") == ["train", "val", "test"]
         assert not page.problems(), page.problems()
         p.screenshot(path="/tmp/serve_run.png", full_page=True)

@@ -382,6 +382,38 @@ if(cfg.live){setInterval(poll,%(poll)d);}
 })();"""
 
 
+def section_of(name: str) -> str:
+    """A chart's report section (Data, Training, ...) from its name: the kind, or kind_N."""
+    import compilers.charts  # noqa: F401  (fills the chart registry)
+    from dsl.registry import CHARTS
+
+    kind = name
+    if kind not in CHARTS and "_" in kind and kind.rsplit("_", 1)[1].isdigit():
+        kind = kind.rsplit("_", 1)[0]
+    return CHARTS.get(kind).meta.get("section", "Other") if kind in CHARTS else "Other"
+
+
+def _sections(entries: list) -> str:
+    """Charts in report.py's section order, each section with its heading and anchor; charts
+    that were not drawn listed in their section with the reason."""
+    from compilers.charts.report import _ordered_sections, e, slug
+
+    if not entries:
+        return '<p class="empty">No charts yet.</p>'
+    out = []
+    for section, group in _ordered_sections(entries):
+        drawn = [x.html for x in group if x.html]
+        skipped = [x for x in group if not x.html]
+        out.append(f'<section id="{e("section-" + slug(section))}"><h2>{e(section)}</h2>')
+        if drawn:
+            out.append('<div class="charts">' + "".join(drawn) + "</div>")
+        if skipped:
+            out.append('<ul class="skipped">' + "".join(
+                f"<li><code>{e(x.name)}</code> not drawn: {e(x.reason)}</li>" for x in skipped) + "</ul>")
+        out.append("</section>")
+    return "".join(out)
+
+
 def _figure(name: str, title: str) -> str:
     from compilers.charts.report import figure
 
@@ -403,19 +435,16 @@ def run_page(roots: Roots, run_dir: Path) -> str:
         live = live_curves(run_dir)
         files = [(n, t) for n, t in files if n != CURVES]
     skipped = {k: v for k, v in (summary.get("charts") or {}).items() if v != "ok"} if isinstance(summary, dict) else {}
-    figures = []
+    entries = []
     if live is not None:
         fig = _figure("live-curves", "Learning curves")
         if live["spec"] is None:
             fig = fig.replace('data-name="live-curves">', 'data-name="live-curves" data-state="waiting">'
                               "waiting for the first epoch…", 1)
-        figures.append(fig)
-    figures += [_figure(n, t) for n, t in files]
-    main = '<section id="section-charts"><h2>Charts</h2><div class="charts">' + "".join(figures) + "</div>"
-    if skipped:
-        main += '<ul class="skipped">' + "".join(
-            f"<li><code>{e(k)}</code> not drawn: {e(v)}</li>" for k, v in skipped.items()) + "</ul>"
-    main += "</section>"
+        entries.append(SimpleNamespace(section="Training", html=fig))
+    entries += [SimpleNamespace(section=section_of(n), html=_figure(n, t)) for n, t in files]
+    entries += [SimpleNamespace(section=section_of(k), html=None, name=k, reason=v) for k, v in skipped.items()]
+    main = _sections(entries)
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["started"])) if info["started"] else "–"
     rows = read_lines(run_dir / "metrics.jsonl")[0]
     last = _finite_numbers(rows[-1]) if rows else {}
