@@ -4,7 +4,8 @@ A real (3-epoch) training run writes a report; the page is opened from file:// w
 request that is not file:, data: or blob: aborted, and must draw every chart with no console or
 page error, link every section and chart from its contents, show Vega's tooltip on hover and
 export charts as PNG, SVG and JSON. A hand-made run whose name, class labels and column names are
-`<script>alert(1)</script>` must show them as text and fire no dialog.
+`<script>alert(1)</script>` must show them as text and fire no dialog; so must a real run of a
+spec whose name and chart title, and a CSV whose column and class labels, are markup.
 
 Never a downloaded browser: playwright drives /usr/bin/chromium (`.ci/run` installs the Debian
 package). When either is missing the tests FAIL, saying what to install: they do not skip.
@@ -280,3 +281,67 @@ def test_user_strings_are_text(browser, tmp_path):
     finally:
         page.close()
 
+
+
+# --- a real run on hostile data -------------------------------------------------------------------
+
+XSS_COLUMN = "<script>alert(1)</script>"
+XSS_LABEL = "<img src=x onerror=alert(2)>"
+XSS_BOLD = "<b onmouseover=alert(3)>b & c</b>"
+XSS_NAME = "<img src=y onerror=alert(4)>"       # a run name has no '/', so no closing tag
+XSS_TITLE = "<svg/onload=alert(5)>"
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory):
+    """A real run (2 epochs) of a spec whose name and chart title, and a CSV whose only feature
+    column and class labels, are markup."""
+    from dsl.cli import main
+
+    d = tmp_path_factory.mktemp("hostile")
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 80)
+    rows = [f"{v:.3f},{(XSS_LABEL, XSS_BOLD)[k]}" for v, k in zip(rng.normal(labels * 2.0, 1.0), labels)]
+    (d / "hostile.csv").write_text("\n".join([f"{XSS_COLUMN},label", *rows]) + "\n")
+    (d / "s.yaml").write_text(json.dumps({   # JSON is YAML: every string quoted as it is
+        "name": XSS_NAME, "data": {"source": "hostile.csv", "target": "label"},
+        "model": {"layers": [{"dense": 4}, "relu"]}, "train": {"epochs": 2, "batch_size": 16},
+        "plots": [{"learning_curves": {"title": XSS_TITLE}}, "confusion_matrix", "feature_histograms"],
+        "report": {"images": "none"}}))
+    cwd, argv = os.getcwd(), sys.argv[:]
+    os.chdir(d)
+    try:
+        main(["run", "conf=s.yaml"])
+    except SystemExit as e:
+        assert not e.code, f"the run failed with exit status {e.code}"
+    finally:
+        os.chdir(cwd)
+        sys.argv[:] = argv
+    (run_dir,) = (d / "outputs" / XSS_NAME).iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and set(summary["charts"].values()) == {"ok"}, summary["charts"]
+    assert set(summary["data"]["classes"]) == {XSS_LABEL, XSS_BOLD}
+    return run_dir
+
+
+def test_hostile_names_are_text(browser, hostile_run):
+    page = Page(browser, hostile_run / "report.html")
+    try:
+        p = page.page
+        assert p.locator("h1").is_visible() and p.inner_text("h1") == XSS_NAME
+        assert p.title() == f"{XSS_NAME} · report"
+        assert XSS_TITLE in p.inner_text("nav#contents")
+        # Nothing was injected: the report's own two scripts, no element from the strings.
+        assert p.locator("script").count() == 2
+        assert p.locator("img, b[onmouseover], svg[onload]").count() == 0
+        assert all(s == ["drawn", True] for s in _drawn_state(p).values())
+        # The column name and the class labels reach Vega's tooltips as text.
+        text = page.hover_for_tooltip("#chart-feature_histograms")
+        assert XSS_COLUMN in text, text
+        text = page.hover_for_tooltip("#chart-confusion_matrix")
+        assert XSS_LABEL in text or XSS_BOLD in text, text
+        p.mouse.move(0, 0)
+        assert not page.dialogs, page.dialogs
+        assert not page.problems(), page.problems()
+    finally:
+        page.close()
