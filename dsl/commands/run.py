@@ -123,6 +123,8 @@ def check_sweeper(spec_path: Path, smap, spec, overrides: list[str]) -> None:
     fixed = [o for o in overrides if not _is_sweep(o.partition("=")[2])]
     try:
         sweeper = compose(spec_path, fixed, hydra=True).hydra.get("sweeper") or {}
+    except SpecError:
+        raise
     except Exception as e:  # Hydra's own errors (e.g. an unknown sweeper): one line, our format
         msg = str(e).strip().split("\n")[0]
         raise SpecError("", f"cannot compose the spec: {msg}", file=smap.file) from None
