@@ -29,6 +29,7 @@ LIVE = "outputs/live/2026-01-01_00-00-00"
 LATER_RUNS = ("outputs/late/run", "outputs/fresh/run")   # made by the browser tests, as runs start
 IRIS = "outputs/iris/2026-01-01_00-00-01"
 SWEEP = "multirun/iris/2026-01-01_00-00-02"
+SWEEPING = "multirun/live/2026-01-01_00-00-03"    # a sweep still running: no sweep.jsonl yet
 
 
 def live_row(epoch: int) -> str:
@@ -70,6 +71,11 @@ def served(tmp_path_factory):
                                  "status": "completed"}))
     (sweep / "sweep.jsonl").write_text("\n".join(lines) + "\n")
 
+    sweeping = root / SWEEPING
+    (sweeping / "0").mkdir(parents=True)
+    (sweeping / "multirun.yaml").write_text("hydra: {}\n")
+    (sweeping / "0" / "summary.json").write_text(json.dumps({"name": "sweeping", "status": "running"}))
+
     outside = tmp_path_factory.mktemp("outside")
     (outside / "secret.txt").write_text("secret")
     (outside / "summary.json").write_text(json.dumps({"name": "outside", "status": "completed"}))
@@ -97,13 +103,15 @@ def test_listing(client, served):
     data = r.json()
     runs = {x["path"]: x for x in data["runs"]}
     started = {p for p in LATER_RUNS if (served / p).exists()}
-    assert set(runs) == {LIVE, IRIS, f"{SWEEP}/0", f"{SWEEP}/1"} | started   # nothing through the outside link
+    assert set(runs) == {LIVE, IRIS, f"{SWEEP}/0", f"{SWEEP}/1", f"{SWEEPING}/0"} | started   # nothing outside
     assert runs[LIVE]["status"] == "running" and runs[LIVE]["name"] == "live-one"
     assert runs[LIVE]["epoch"] == 2 and runs[LIVE]["metrics"]["loss"] == 0.5 and not runs[LIVE]["final"]
     assert runs[IRIS]["status"] == "completed" and runs[IRIS]["epochs"] == 3 and runs[IRIS]["final"]
     assert "test_accuracy" in runs[IRIS]["metrics"] and isinstance(runs[IRIS]["started"], float)
     assert runs[f"{SWEEP}/0"]["sweep"] == SWEEP and runs[IRIS]["sweep"] is None
-    assert [(s["path"], s["metrics"]["jobs"]) for s in data["sweeps"]] == [(SWEEP, 2)]
+    sweeps = {s["path"]: s for s in data["sweeps"]}
+    assert {p: (s["metrics"]["jobs"], s["status"]) for p, s in sweeps.items()} == {
+        SWEEP: (2, "completed"), SWEEPING: (1, "running")}
     page = client.get("/")
     assert page.status_code == 200 and '<script src="/vega.js">' in page.text and "/api/runs" in page.text
 
@@ -157,6 +165,8 @@ def test_sweep_page(client, served):
     job = client.get(f"/sweep/{SWEEP}/0/report.html", follow_redirects=False)
     assert job.status_code == 302 and job.headers["location"] == f"/run/{SWEEP}/0"
     assert client.get(f"/sweep/{IRIS}/").status_code == 404              # a run is not a sweep
+    running = client.get(f"/sweep/{SWEEPING}/")                             # still running: its jobs so far
+    assert running.status_code == 200 and "running" in running.text
     # The file sweep.py writes is the same page.
     from compilers.charts.sweep import collect, compare, write_comparison
 
@@ -308,7 +318,7 @@ def test_index_in_browser(browser, server, served):
         p.wait_for_selector("body[data-loaded]", timeout=20_000)
         paths = p.eval_on_selector_all("table.runs tbody tr", "trs => trs.map(t => t.dataset.path)")
         started = {p for p in LATER_RUNS if (served / p).exists()}
-        assert set(paths) == {LIVE, IRIS, f"{SWEEP}/0", f"{SWEEP}/1", SWEEP} | started
+        assert set(paths) == {LIVE, IRIS, f"{SWEEP}/0", f"{SWEEP}/1", SWEEP, f"{SWEEPING}/0", SWEEPING} | started
         assert p.get_attribute(f'tr[data-path="{LIVE}"]', "data-status") == "running"
         assert "live-one" in p.inner_text(f'tr[data-path="{LIVE}"]')
         # Filter, then sort by name both ways.
@@ -317,7 +327,7 @@ def test_index_in_browser(browser, server, served):
         p.fill("#filter", "")
         p.click('th[data-key="name"]')
         names = p.eval_on_selector_all("table.runs tbody tr td:first-child a", "as => as.map(a => a.textContent)")
-        assert names == sorted(names) and len(names) == 5 + len(started)
+        assert names == sorted(names) and len(names) == 7 + len(started)
         p.click('th[data-key="name"]')
         assert p.eval_on_selector_all("table.runs tbody tr td:first-child a",
                                       "as => as.map(a => a.textContent)") == sorted(names, reverse=True)

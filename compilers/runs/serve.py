@@ -100,7 +100,8 @@ def read_lines(path: Path, offset: int = 0) -> tuple[list[dict], int, bool]:
 
 
 def _started(run_dir: Path) -> float | None:
-    for p in (run_dir / ".hydra" / "config.yaml", run_dir / "summary.json"):
+    for p in (run_dir / ".hydra" / "config.yaml", run_dir / "summary.json", run_dir / "multirun.yaml",
+              run_dir / "sweep.jsonl"):
         try:
             return p.stat().st_mtime
         except OSError:
@@ -156,7 +157,9 @@ def listing(roots: Roots) -> dict:
             if real not in seen and roots.resolve(roots.rel(d)) is not None:
                 seen.add(real)
                 runs.append(run_info(roots, Path(real)))
-        for d in sweep_dirs:
+        # A sweep still running has Hydra's multirun.yaml and no sweep.jsonl yet.
+        started = [d.parent for d in run_dirs if (d.parent / "multirun.yaml").is_file()]
+        for d in sorted(set(sweep_dirs) | set(started)):
             real = Path(os.path.realpath(d))
             if str(real) in seen or roots.resolve(roots.rel(real)) is None:
                 continue
@@ -166,7 +169,7 @@ def listing(roots: Roots) -> dict:
             n_lines = len(read_lines(real / "sweep.jsonl")[0])
             sweeps.append({"kind": "sweep", "path": roots.rel(real), "name": jobs[0]["name"] if jobs else real.name,
                            "status": "running" if "running" in statuses else ", ".join(statuses) or "completed",
-                           "started": _started(real) or (real / "sweep.jsonl").stat().st_mtime,
+                           "started": _started(real),
                            "epoch": None, "epochs": None, "metrics": {"jobs": max(n_lines, len(jobs))},
                            "final": True, "sweep": None})
     key = lambda r: -(r["started"] or 0)   # noqa: E731
