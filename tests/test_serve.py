@@ -124,7 +124,8 @@ def test_run_page(client, served):
     for n in names:
         assert f'id="chart-{n}"' in r.text and f"/files/{IRIS}/charts/{n}.vl.json" in r.text
         spec = client.get(f"/files/{IRIS}/charts/{n}.vl.json")
-        assert spec.status_code == 200 and spec.json() == json.loads((served / IRIS / "charts" / f"{n}.vl.json").read_text())
+        on_disk = json.loads((served / IRIS / "charts" / f"{n}.vl.json").read_text())
+        assert spec.status_code == 200 and spec.json() == on_disk
     assert "iris-mlp" in r.text and "completed" in r.text
     # One script of its own, the bundle by URL: the page is small and works offline.
     assert r.text.count("<script") == 2 and len(r.text) < 100_000
@@ -361,7 +362,8 @@ def test_run_page_in_browser(browser, server, served):
         # In report.py's sections: the curves under Training, weights under Model.
         assert p.locator("#section-training #chart-learning_curves").count() == 1
         assert p.locator("#section-model #chart-weights").count() == 1
-        assert p.eval_on_selector_all("table.metrics tbody th", "els => els.map(e => e.innerText)") == ["train", "val", "test"]
+        splits = p.eval_on_selector_all("table.metrics tbody th", "els => els.map(e => e.innerText)")
+        assert splits == ["train", "val", "test"]
         assert not page.problems(), page.problems()
         p.screenshot(path="/tmp/serve_run.png", full_page=True)
     finally:
@@ -382,7 +384,8 @@ def test_live_run_in_browser(browser, server, served):
         assert "loss 0.3333" in p.inner_text("#latest")
         data = "name => document.getElementById('chart-live-curves').vegaView.data(name).map(d => [d.epoch, d.split])"
         for name in ("curve_0", "curve_1"):
-            assert [3.0, "train"] in p.evaluate(f"({data})('{name}')") and [3.0, "val"] in p.evaluate(f"({data})('{name}')")
+            rows = p.evaluate(f"({data})('{name}')")
+            assert [3.0, "train"] in rows and [3.0, "val"] in rows
         with open(served / LIVE / "metrics.jsonl", "a") as f:
             f.write(live_row(4) + live_row(5))
         p.wait_for_function("document.getElementById('chart-live-curves').dataset.epoch === '5'", timeout=10_000)
@@ -436,3 +439,20 @@ def test_run_that_has_not_finished_an_epoch_in_browser(browser, server, served):
         assert not page.problems(), page.problems()
     finally:
         page.close()
+
+
+def test_user_strings_are_escaped(tmp_path):
+    from starlette.testclient import TestClient
+
+    from compilers.runs.serve import Roots, create_app
+
+    xss = "<script>alert(1)</script>"
+    run = tmp_path / "outputs" / "x"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({"name": xss, "status": "running", "metrics": {"test": {xss: 1.0}}}))
+    (run / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "loss": 0.5, xss: 0.1}) + "\n")
+    with TestClient(create_app(Roots([tmp_path], tmp_path))) as c:
+        page = c.get("/run/outputs/x").text
+        assert xss not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+        assert c.get("/api/runs").json()["runs"][0]["name"] == xss     # JSON; the index sets textContent
+        assert "textContent" in c.get("/").text and "innerHTML" not in c.get("/").text

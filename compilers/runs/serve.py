@@ -452,10 +452,14 @@ def run_page(roots: Roots, run_dir: Path) -> str:
     rows = read_lines(run_dir / "metrics.jsonl")[0]
     last = _finite_numbers(rows[-1]) if rows else {}
     latest = "  ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "epoch")
-    epoch = "–" if info["epoch"] is None else f"{info['epoch']:g}" + (f" of {info['epochs']}" if info["epochs"] else "")
+    epoch = "–" if info["epoch"] is None else f"{info['epoch']:g}"
+    if info["epoch"] is not None and info["epochs"]:
+        epoch += f" of {info['epochs']}"
+    status = e(info["status"])
     header = (f'<p class="m"><a href="/">all runs</a></p><h1>{e(info["name"])}</h1>'
-              f'<dl><dt>path</dt><dd>{e(info["path"])}</dd><dt>status</dt><dd id="status" class="status-{e(info["status"])}">'
-              f'{e(info["status"])}</dd><dt>started</dt><dd>{e(started)}</dd><dt>epoch</dt><dd id="epoch">{e(epoch)}</dd>'
+              f'<dl><dt>path</dt><dd>{e(info["path"])}</dd>'
+              f'<dt>status</dt><dd id="status" class="status-{status}">{status}</dd>'
+              f'<dt>started</dt><dd>{e(started)}</dd><dt>epoch</dt><dd id="epoch">{e(epoch)}</dd>'
               f'<dt>latest</dt><dd id="latest" class="m">{e(latest)}</dd></dl>'
               + ('<p id="live">live: this page follows metrics.jsonl '
                  '<a id="finished" href="" hidden>finished: reload for every chart</a></p>' if running else "")
