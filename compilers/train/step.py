@@ -124,11 +124,25 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
         return TrainState(params=params, model_state=variables, opt_state=opt_state,
                           step=jnp.zeros((), jnp.int32), rng=skey)
 
+    # train.precision: bfloat16 computes the network in bfloat16 from float32 master weights (the
+    # optimizer, its state and the loss stay float32; gradients flow back through the casts).
+    compute = jnp.bfloat16 if plan.spec.train.precision == "bfloat16" else None
+
+    def lower(tree):
+        return jax.tree_util.tree_map(
+            lambda a: a.astype(compute) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
     def forward(params, model_state, x, train: bool, rng):
+        if compute is not None:
+            params, x = lower(params), lower(x)
         variables = {"params": params, **model_state}
         if train and model_state:
-            return net.apply(variables, x, train=True, rngs={"dropout": rng}, mutable=list(model_state))
-        return net.apply(variables, x, train=train, rngs={"dropout": rng}), model_state
+            out, new_state = net.apply(variables, x, train=True, rngs={"dropout": rng}, mutable=list(model_state))
+            # running statistics keep their dtype (a scan's carry must)
+            new_state = jax.tree_util.tree_map(lambda new, old: new.astype(old.dtype), new_state, dict(model_state))
+        else:
+            out, new_state = net.apply(variables, x, train=train, rngs={"dropout": rng}), model_state
+        return (out.astype(jnp.float32) if compute is not None else out), new_state
 
     def train_step(state: TrainState, x, y, w):
         rng = jax.random.fold_in(state.rng, state.step)
