@@ -123,6 +123,16 @@ def compile_spec(spec: Spec, task: str, n_classes: int, input_shape: tuple[int, 
                                          f"{', '.join(k for k in recorded if not k.startswith('train_'))}")
     n_train = sizes["train"]
     batch = min(t.batch_size, n_train)
+    if t.devices != "auto":
+        import jax
+
+        have = len(jax.local_devices())
+        if t.devices > have:
+            raise SpecError("train.devices", f"{t.devices} devices asked for; this machine has {have} "
+                                             f"({jax.default_backend()}): use auto or at most {have}")
+        if batch % t.devices:
+            raise SpecError("train.batch_size", f"{batch} rows per step cannot be split evenly over "
+                                                f"{t.devices} devices (train.devices); use a multiple of {t.devices}")
     steps = -(-n_train // batch)
     _check_steps(t, steps)
     if model is None:  # given when models that share one structure are planned together

@@ -49,6 +49,23 @@ class Programs:
     members: int | None = None  # vmapped over this many models (leading axis of state and stats)
 
 
+def device_count(devices) -> int:
+    """train.devices -> how many devices train: `auto` takes every local device."""
+    n = len(jax.local_devices())
+    return n if devices == "auto" else int(devices)
+
+
+def device_mesh(devices):
+    """A 1-D mesh ("batch") over the devices train.devices asks for; None for one device."""
+    n = device_count(devices)
+    if n <= 1:
+        return None
+    from jax.sharding import Mesh
+    import numpy as np
+
+    return Mesh(np.array(jax.local_devices()[:n]), ("batch",))
+
+
 def hyperparams(plan) -> dict:
     """The values a plan's program reads from its state rather than bakes in, as float32 scalars:
     {"optimizer": {lr, weight_decay, ...}, "model": the dropout rates (layers.dropout_rates)}."""
@@ -124,6 +141,18 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
         return TrainState(params=params, model_state=variables, opt_state=opt_state,
                           step=jnp.zeros((), jnp.int32), rng=skey)
 
+    # train.devices: data-parallel over a 1-D mesh on the batch axis. Each minibatch is sharded across
+    # the devices, parameters and optimizer state are replicated, and XLA's partitioner reduces the
+    # gradients. One device (or a vmapped group): no mesh, the program as it is.
+    mesh = device_mesh(plan.spec.train.devices) if members is None else None
+
+    def shard_batch(v):
+        if mesh is None or v.shape[0] % mesh.size:   # (evaluation batches of another size stay whole)
+            return v
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        return jax.lax.with_sharding_constraint(v, NamedSharding(mesh, PartitionSpec("batch")))
+
     # train.precision: bfloat16 computes the network in bfloat16 from float32 master weights (the
     # optimizer, its state and the loss stay float32; gradients flow back through the casts).
     compute = jnp.bfloat16 if plan.spec.train.precision == "bfloat16" else None
@@ -145,6 +174,7 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
         return (out.astype(jnp.float32) if compute is not None else out), new_state
 
     def train_step(state: TrainState, x, y, w):
+        x, y, w = shard_batch(x), shard_batch(y), shard_batch(w)
         rng = jax.random.fold_in(state.rng, state.step)
 
         def objective(params):
@@ -167,7 +197,7 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
     # small data sets evaluate every split with one compiled program.
     def eval_scan(params, model_state, X, Y, W, keep_outputs: bool):
         def body(carry, b):
-            x, y, w = b
+            x, y, w = (shard_batch(v) for v in b)
             out, _ = forward(params, model_state, x, False, jax.random.key(0))
             stats = stats_of(out, y, w)
             stats["loss"] = (loss_fn(out, y) * w).sum()
