@@ -72,3 +72,28 @@ def spec_values(spec: dict) -> list[dict]:
 
     walk(spec)
     return out
+
+
+# --- the browser of the browser tests: Debian's chromium driven by playwright, never a downloaded one
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as e:
+        pytest.fail(f"Python playwright is not installed ({e}): pip install -e '.[test]' "
+                    "(with PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1; the browser is Debian's chromium)",
+                    pytrace=False)
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does this)", pytrace=False)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
