@@ -46,14 +46,17 @@ class Plan:
     charts: tuple[Item, ...]
 
 
-def _choose_loop(requested: str, spec: Spec) -> str:
-    """scan over minibatches in one jitted call per epoch, unless that is known to be slower.
+def _choose_loop(requested: str, spec: Spec) -> tuple[str, bool]:
+    """(loop, im2col): scan over minibatches in one jitted call per epoch by default.
 
-    XLA:CPU runs convolutions inside scan ~15x slower (jax#12868), so conv models on the CPU
-    use one jitted call per step; everything else scans.
+    XLA:CPU runs real convolutions inside scan or vmap ~15x slower (jax#12868), so on the CPU a
+    scanned loop computes convolutions as matrix products over patches (im2col), which runs
+    at full speed there (benchmarks/train_speed.py); `loop: step` keeps the real convolution,
+    one jitted call per minibatch. GPU/TPU scan real convolutions.
     """
-    if requested != "auto":
-        return requested
+    loop = "scan" if requested == "auto" else requested
+    if loop != "scan":
+        return loop, False
     import jax
 
     kinds = set()
@@ -65,9 +68,7 @@ def _choose_loop(requested: str, spec: Spec) -> str:
                 walk(it.options.layers)
 
     walk(spec.model.layers)
-    if jax.default_backend() == "cpu" and kinds & {"conv", "conv_transpose"}:
-        return "step"
-    return "scan"
+    return loop, jax.default_backend() == "cpu" and "conv" in kinds
 
 
 def _check_steps(t, steps: int) -> None:
@@ -126,20 +127,26 @@ def compile_spec(spec: Spec, task: str, n_classes: int, input_shape: tuple[int, 
     if t.devices != "auto":
         import jax
 
-        have = len(jax.local_devices())
+        have = len(jax.devices())   # those of all processes when the run is several
         if t.devices > have:
-            raise SpecError("train.devices", f"{t.devices} devices asked for; this machine has {have} "
+            where = "this machine has" if jax.process_count() == 1 else f"the {jax.process_count()} processes have"
+            raise SpecError("train.devices", f"{t.devices} devices asked for; {where} {have} "
                                              f"({jax.default_backend()}): use auto or at most {have}")
+        if jax.process_count() > 1 and 1 < t.devices < have:
+            raise SpecError("train.devices", f"{t.devices} devices asked for; a run of {jax.process_count()} "
+                                             f"processes trains on all {have} of their devices: use auto or {have}")
         if batch % t.devices:
             raise SpecError("train.batch_size", f"{batch} rows per step cannot be split evenly over "
                                                 f"{t.devices} devices (train.devices); use a multiple of {t.devices}")
     steps = -(-n_train // batch)
     _check_steps(t, steps)
+    loop, im2col = _choose_loop(t.loop, spec)
     if model is None:  # given when models that share one structure are planned together
-        model = build_model(spec.model, input_shape, task, n_classes, binary_logit, input_dtype, vocab_size)
+        model = build_model(spec.model, input_shape, task, n_classes, binary_logit, input_dtype, vocab_size,
+                            im2col=im2col)
     train = TrainPlan(epochs=t.epochs, batch_size=batch, steps_per_epoch=steps, loss=Item(loss_name, loss_entry.options(), "train.loss"),
                       metrics=tuple(metrics), binary_logit=binary_logit, monitor=monitor, mode=mode,
-                      patience=es.patience if es is not None else None, loop=_choose_loop(t.loop, spec),
+                      patience=es.patience if es is not None else None, loop=loop,
                       optimizer=t.optimizer, schedule=t.schedule,
                       with_hist=any(METRICS.get(m).meta.get("needs_hist") for m in metrics))
     if spec.plots == "auto":

@@ -95,7 +95,8 @@ class Train:
     devices: Any = opt("auto", "auto or a count of devices (data-parallel)")
     precision: Literal["float32", "bfloat16"] = opt("float32", "compute precision")
     loop: Literal["auto", "scan", "step"] = opt(
-        "auto", "scan: one jitted call per epoch; step: one jitted call per minibatch; auto: chosen per model and backend")
+        "auto", "scan (and auto): one jitted call per epoch, convolutions as im2col matrix products on a CPU; "
+                "step: one jitted call per minibatch")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from dsl.errors import SpecError
 from dsl.parse import parse_item
 from dsl.spec import Model
 
+from conftest import ROOT
+
 reg.load_all()
 
 
@@ -101,3 +103,66 @@ def test_padding_does_not_change_the_output(middle):
     ya, variables = _apply(short, a)
     yb = np.asarray(long.net.apply(variables, b, train=False))
     np.testing.assert_allclose(ya, yb, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,kernel,stride,padding", [
+    ((4, 8, 8, 3), (3, 3), (1, 1), "SAME"), ((4, 9, 7, 2), (3, 2), (2, 1), "SAME"),
+    ((4, 9, 7, 2), (3, 3), (2, 2), "VALID"), ((3, 11, 5), (4,), (1,), "SAME"),
+    ((3, 11, 5), (3,), (2,), "VALID"), ((2, 5, 5, 1), (1, 1), (1, 1), "SAME")])
+def test_im2col_convolution_equals_the_real_one(shape, kernel, stride, padding):
+    """Values and both gradients of the patch-matrix form match lax.conv_general_dilated."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    from compilers.model.layers import im2col_conv
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    w = jnp.asarray(rng.normal(size=kernel + (shape[-1], 6)), jnp.float32)
+    dn = ("NHWC", "HWIO", "NHWC") if len(shape) == 4 else ("NWC", "WIO", "NWC")
+
+    def f(conv):
+        return lambda x, w: (conv(x, w, stride, padding, dimension_numbers=dn) ** 2).sum()
+
+    real, ours = lax.conv_general_dilated(x, w, stride, padding, dimension_numbers=dn), \
+        im2col_conv(x, w, stride, padding, dimension_numbers=dn)
+    assert ours.shape == real.shape
+    np.testing.assert_allclose(ours, real, rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.grad(f(im2col_conv), (0, 1))(x, w), jax.grad(f(lax.conv_general_dilated), (0, 1))(x, w)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+
+
+def test_the_plan_scans_convolutions_as_im2col_on_the_cpu():
+    """loop auto/scan: a scanned epoch with im2col convolutions (same parameters as the real
+    convolution); loop step keeps the real convolution. Both train to the same numbers."""
+    import jax
+
+    from compilers.pipeline import plan_spec
+    from compilers.train.step import hyperparams, make_programs
+    from dsl.parse import parse_spec
+
+    assert jax.default_backend() == "cpu"
+    spec = {"name": "c", "seed": 0, "data": {"source": "digits", "shape": [8, 8, 1], "prep": ["min_max"],
+                                             "split": {"test": 0.2, "val": 0.0}},
+            "model": {"layers": [{"conv": {"features": 4, "activation": "relu"}}, {"conv": {"features": 4, "stride": 2}},
+                                 "flatten"]},
+            "train": {"batch_size": 64, "epochs": 2}, "plots": []}
+    results = {}
+    for loop in ("auto", "scan", "step"):
+        data, p = plan_spec(parse_spec({**spec, "train": {**spec["train"], "loop": loop}}), ROOT)
+        convs = [m for m in p.model.net.layers if hasattr(m, "im2col")]
+        assert len(convs) == 2 and all(m.im2col == (loop != "step") for m in convs)
+        assert p.train.loop == ("step" if loop == "step" else "scan")
+        programs = make_programs(p)
+        state = programs.init(np.int32(0), hyperparams(p))
+        X, Y = jax.device_put(data.x["train"]), jax.device_put(data.y["train"])
+        losses = []
+        for e in range(2):
+            state, stats, _ = programs.train_epoch(state, X, Y, jax.random.key(e), None)
+            losses.append(float(stats["loss"]) / float(stats["n"]))
+        results[loop] = (losses, jax.tree_util.tree_map(np.asarray, state.params))
+    for loop in ("scan", "step"):
+        np.testing.assert_allclose(results[loop][0], results["auto"][0], rtol=1e-4)
+        for a, b in zip(jax.tree_util.tree_leaves(results[loop][1]), jax.tree_util.tree_leaves(results["auto"][1])):
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)

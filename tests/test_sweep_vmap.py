@@ -178,14 +178,16 @@ def test_vmap_sweep_groups_by_shape_and_reports_a_failing_job(tmp_path, cli):
     assert "train.optimizer.lr" in err
 
 
-def test_vmap_conv_models_use_the_step_loop(tmp_path, cli):
-    """Convolutions train one jitted step at a time on the CPU; vmapped, each model keeps its own
-    numbers (two seeds: their data splits differ too; two dropout rates: one program)."""
+@pytest.mark.parametrize("loop", ["auto", "step"])
+def test_vmap_conv_models(tmp_path, cli, loop):
+    """Convolutional models vmapped (auto: a scanned epoch with im2col convolutions on the CPU;
+    step: real convolutions, one jitted step at a time) keep each model's own numbers (two
+    seeds: their data splits differ too; two dropout rates: one program)."""
     from compilers.pipeline import run_group
 
     conf = CNN
     over = ["train.epochs=2", "plots=[]", "model.layers.0.conv.features=4", "model.layers.1.conv.features=4",
-            "model.layers.4.dense.features=8"]
+            "model.layers.4.dense.features=8", f"train.loop={loop}"]
     specs = [_spec(*over, f"seed={s}", f"train.optimizer.lr={lr}", f"model.layers.5.dropout={rate}", conf=conf)
              for s, lr, rate in ((0, 1e-3, 0.2), (1, 3e-3, 0.6))]
     grouped = run_group(specs, [tmp_path / "g0", tmp_path / "g1"], ROOT, progress=False, sweep_job=True)

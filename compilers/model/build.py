@@ -28,9 +28,9 @@ class ModelPlan:
     input_dtype: str = "float32"   # int32 for token ids
 
 
-def _builder(vocab_size: int | None):
+def _builder(vocab_size: int | None, im2col: bool = False):
     def build_seq(items: tuple[Item, ...]):
-        ctx = BuildContext(build_seq=build_seq, vocab_size=vocab_size)
+        ctx = BuildContext(build_seq=build_seq, vocab_size=vocab_size, im2col=im2col)
         out = []
         for it in items:
             try:
@@ -166,11 +166,13 @@ def _table(net_layers: int, items: tuple[Item, ...], variables, head: Item | Non
 
 def build_model(model: Model, input_shape: tuple[int, ...], task: str, n_classes: int,
                 binary_logit: bool = False, input_dtype: str = "float32",
-                vocab_size: int | None = None) -> ModelPlan:
-    """The flax module the spec describes, with its layer table; SpecError at a bad layer."""
+                vocab_size: int | None = None, im2col: bool = False) -> ModelPlan:
+    """The flax module the spec describes, with its layer table; SpecError at a bad layer.
+
+    `im2col`: convolutions computed as matrix products over patches (same parameters)."""
     m = modules()
     _count_layers(model.layers)
-    body = _builder(vocab_size)(model.layers)
+    body = _builder(vocab_size, im2col)(model.layers)
     n_out = 1 if task == "regression" or binary_logit else n_classes
     if model.head == "auto":
         probe = m["Sequence"](layers=body)

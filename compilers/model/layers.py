@@ -40,12 +40,46 @@ def _activation_names():
     return ACTIVATIONS
 
 
+def im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                dimension_numbers=None, feature_group_count=1, precision=None, **kw):
+    """`lax.conv_general_dilated` for channels-last inputs as one matrix product over patches.
+
+    The patches are strided slices of the padded input (one per kernel position), so the
+    gradient is slicing and padding too. XLA:CPU compiles a real convolution inside `lax.scan`
+    or `vmap` to a slow generic path (jax#12868, ~15x slower); this form keeps the epoch's scan
+    at full speed there. Kernel layout (k..., C_in, C_out), as flax's Conv stores it, so the
+    parameters are the same whichever form computes them. Dilation and feature groups fall back
+    to the real convolution.
+    """
+    import itertools
+
+    import jax.numpy as jnp
+    from jax import lax
+
+    n = lhs.ndim - 2
+    if (any(d != 1 for d in (lhs_dilation or ())) or any(d != 1 for d in (rhs_dilation or ()))
+            or feature_group_count != 1):
+        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+                                        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+                                        feature_group_count=feature_group_count, precision=precision)
+    ksize = rhs.shape[:n]
+    pads = lax.padtype_to_pads(lhs.shape[1:-1], ksize, window_strides, padding) if isinstance(padding, str) \
+        else padding
+    x = jnp.pad(lhs, [(0, 0), *pads, (0, 0)]) if any(p != (0, 0) for p in map(tuple, pads)) else lhs
+    out = [(x.shape[1 + d] - ksize[d]) // window_strides[d] + 1 for d in range(n)]
+    cols = [x[(slice(None),) + tuple(slice(o, o + (m - 1) * s + 1, s) for o, m, s in zip(offs, out, window_strides))]
+            for offs in itertools.product(*(range(k) for k in ksize))]
+    patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)   # [B, *out, K*C_in]
+    return jnp.dot(patches, rhs.reshape(-1, rhs.shape[-1]), precision=precision)
+
+
 @dataclass(frozen=True)
 class BuildContext:
     """What a builder may need beyond its options: a way to build nested layer lists."""
 
     build_seq: object  # (tuple[Item, ...]) -> tuple[module, ...]
     vocab_size: Optional[int] = None  # token vocabulary of the data (embedding's default)
+    im2col: bool = False              # convolutions as matrix products over patches (XLA:CPU under scan)
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,6 +163,7 @@ def modules():
         padding: str = "SAME"
         activation: Optional[str] = None
         use_bias: bool = True
+        im2col: bool = False   # compute as a matrix product over patches (see im2col_conv)
 
         @nn.compact
         def __call__(self, x, train: bool = False, mask=None):
@@ -138,7 +173,7 @@ def modules():
                 raise LayerError((), f"kernel {self.kernel} and stride {self.stride} must have 1 or {n} entries "
                                      f"for a {n}-D input")
             y = nn.Conv(self.features, kernel, strides=stride, padding=self.padding, use_bias=self.use_bias,
-                        name="conv")(x)
+                        conv_general_dilated=im2col_conv if self.im2col else None, name="conv")(x)
             return activation_fn(self.activation)(y) if self.activation else y
 
     class Pool(nn.Module):
@@ -407,7 +442,7 @@ class ConvOptions:
 def conv(o: ConvOptions, ctx: BuildContext):
     """Convolution, 1-D over sequences [T, C] or 2-D over images [H, W, C] (chosen by the input's rank)."""
     return modules()["Conv"](features=o.features, kernel=o.kernel, stride=o.stride, padding=o.padding,
-                             activation=o.activation, use_bias=o.use_bias)
+                             activation=o.activation, use_bias=o.use_bias, im2col=ctx.im2col)
 
 
 @dataclass(frozen=True)
