@@ -18,6 +18,9 @@ def configure_jax() -> None:
 
     import jax
 
+    from compilers.train.distributed import initialize
+
+    initialize()   # jax.distributed, when the environment starts several processes (before any computation)
     for name in ("absl", "orbax", "jax", "etils"):
         logging.getLogger(name).setLevel(logging.WARNING)
     cache = os.environ.get("DSL_CACHE_DIR") or os.path.join(
@@ -95,6 +98,26 @@ def run_group(specs: list[Spec], run_dirs: list[Path], cwd: Path, *, progress: b
     times: list[dict] = [{} for _ in specs]
     t = time.perf_counter()
     configure_jax()
+    from compilers.train.distributed import is_primary, process_count
+
+    primary = is_primary()
+    if not primary:   # several processes train together; only process 0 writes the run directories
+        import tempfile
+
+        scratch = Path(tempfile.mkdtemp(prefix="dsl-process-"))
+        run_dirs, progress = [scratch / str(i) for i in range(len(specs))], False
+    if resume and process_count() > 1:
+        raise SpecError("resume", "a run cannot be resumed by several processes; resume it in one "
+                                  "(python -m dsl resume RUN_DIR): its checkpoints hold the whole state")
+    try:
+        return _run_group(specs, run_dirs, cwd, results, times, t, t_start=t_start, progress=progress,
+                          sweep_job=sweep_job, resume=resume, primary=primary)
+    finally:
+        if not primary:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sweep_job, resume, primary):
     from compilers.charts.render import render_charts
     from compilers.charts.report import write_report
     from compilers.runs.log import RunLog
@@ -167,6 +190,10 @@ def run_group(specs: list[Spec], run_dirs: list[Path], cwd: Path, *, progress: b
         spec, run_dir, tm = specs[i], run_dirs[i], times[i]
         t = time.perf_counter()
         record.summary = {**bases[i], "status": "completed", **record.summary, "times": tm}
+        if not primary:   # process 0 writes the record, charts and report
+            tm["total_s"] = round(time.perf_counter() - t_start, 4)
+            results[i] = _result_of(record.summary, spec, run_dir)
+            continue
         record.save(run_dir)
         images = spec.report.images
         if images == "auto":
@@ -178,14 +205,17 @@ def run_group(specs: list[Spec], run_dirs: list[Path], cwd: Path, *, progress: b
         record.summary["charts"] = {r.name: (r.skipped or "ok") for r in rendered}
         write_report(record, rendered, run_dir / "report.html")
         logs[i].summary(record.summary)
-        if record.summary["status"] == "failed":  # the charts of the history so far are written first
-            results[i] = RunFailed(f"{spec.name}: {record.summary['reason']}; report: {run_dir / 'report.html'}")
-        elif record.summary["status"] == "interrupted":
-            results[i] = RunInterrupted(f"{spec.name}: {record.summary['reason']}; report: {run_dir / 'report.html'}"
-                                        f"; go on with: python -m dsl resume {run_dir}")
-        else:
-            results[i] = record.summary
+        results[i] = _result_of(record.summary, spec, run_dir)
     return results
+
+
+def _result_of(summary: dict, spec: Spec, run_dir: Path):
+    if summary["status"] == "failed":  # the charts of the history so far are written first
+        return RunFailed(f"{spec.name}: {summary['reason']}; report: {run_dir / 'report.html'}")
+    if summary["status"] == "interrupted":
+        return RunInterrupted(f"{spec.name}: {summary['reason']}; report: {run_dir / 'report.html'}"
+                              f"; go on with: python -m dsl resume {run_dir}")
+    return summary
 
 
 def _keep_checkpointed_epochs(run_dir: Path, spec: Spec) -> None:

@@ -34,14 +34,49 @@ def state_from_tree(tree: dict, like):
                         step=tree["step"], rng=jax.random.wrap_key_data(tree["rng"]))
 
 
+class _NoCheckpoints:
+    """The checkpoint manager of a process that is not process 0 of a run of several: it writes
+    nothing (process 0 checkpoints the state, which every process holds whole)."""
+
+    def all_steps(self):
+        return []
+
+    def latest_step(self):
+        return None
+
+    def save(self, *args, **kwargs):
+        return False
+
+    def wait_until_finished(self):
+        pass
+
+    def close(self):
+        pass
+
+
 class Checkpoints:
     def __init__(self, run_dir: Path, keep: int):
         import orbax.checkpoint as ocp
 
+        from compilers.train.distributed import process_count, process_index
+
         self._ocp = ocp
+        directory = (Path(run_dir) / "checkpoints").absolute()
+        # A run of several processes (compilers.train.distributed): every process holds the whole
+        # state as its own local arrays, so process 0 checkpoints alone (orbax's barriers span only
+        # it) and writes them as NumPy arrays (orbax refuses host-local jax.Arrays there).
+        self._several = process_count() > 1
+        if self._several and process_index() != 0:
+            self.manager = _NoCheckpoints()
+            return
+        multi = {}
+        if self._several:
+            directory.mkdir(parents=True, exist_ok=True)   # orbax's create=True needs all processes
+            multi = {"multiprocessing_options": ocp.options.MultiprocessingOptions(primary_host=0,
+                                                                                   active_processes={0})}
         self.manager = ocp.CheckpointManager(
-            (Path(run_dir) / "checkpoints").absolute(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=not self._several, **multi),
             item_names=("tree", "meta"),
         )
 
@@ -54,6 +89,11 @@ class Checkpoints:
             tree["probes"] = probes
         if model is not None:
             tree["model"] = {"params": model[0], "model_state": model[1]}
+        if self._several:
+            import jax
+            import numpy as np
+
+            tree = jax.tree_util.tree_map(lambda v: np.asarray(v) if isinstance(v, jax.Array) else v, tree)
         import json
 
         # a copy as it is now: the save finishes in the background while training goes on

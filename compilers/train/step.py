@@ -50,8 +50,9 @@ class Programs:
 
 
 def device_count(devices) -> int:
-    """train.devices -> how many devices train: `auto` takes every local device."""
-    n = len(jax.local_devices())
+    """train.devices -> how many devices train: `auto` takes every device, those of all processes
+    when the run is several (compilers.train.distributed)."""
+    n = len(jax.devices())
     return n if devices == "auto" else int(devices)
 
 
@@ -63,7 +64,7 @@ def device_mesh(devices):
     from jax.sharding import Mesh
     import numpy as np
 
-    return Mesh(np.array(jax.local_devices()[:n]), ("batch",))
+    return Mesh(np.array(jax.devices()[:n]), ("batch",))
 
 
 def hyperparams(plan) -> dict:
@@ -284,8 +285,13 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
             rows.append(jnp.diff(cum, prepend=0.0))
         return jnp.stack(rows) if rows else jnp.zeros((0, HIST_BINS))
 
-    return Programs(grad_layers=tuple(k.split("_")[1] for k in layer_keys),
-                    weight_hist=jax.jit(vm(weight_hist, (0, 0))), hist_edges=jax.jit(vm(hist_edges, 0)),
-                    init=jax.jit(vm(init, (0, 0))), train_epoch=train_epoch, evaluate=evaluate,
-                    evaluate_predict=evaluate_predict, schedule=schedule, tx=tx, unit_schedule=unit_schedule,
-                    members=members)
+    programs = Programs(grad_layers=tuple(k.split("_")[1] for k in layer_keys),
+                        weight_hist=jax.jit(vm(weight_hist, (0, 0))), hist_edges=jax.jit(vm(hist_edges, 0)),
+                        init=jax.jit(vm(init, (0, 0))), train_epoch=train_epoch, evaluate=evaluate,
+                        evaluate_predict=evaluate_predict, schedule=schedule, tx=tx, unit_schedule=unit_schedule,
+                        members=members)
+    if mesh is not None and jax.process_count() > 1:   # the mesh spans processes: global arrays in, local out
+        from compilers.train.distributed import across_processes
+
+        programs = across_processes(programs, mesh)
+    return programs

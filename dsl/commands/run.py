@@ -331,7 +331,12 @@ def _print_done(summary: dict, run_dir: Path) -> None:
 def _sweep_line(sweep_dir, num: int, overrides, run_dir: Path, summary: dict | None, error: str | None,
                 members: int | None = None) -> None:
     """One line per job in <sweep dir>/sweep.jsonl: overrides, status, final metrics (and, under
-    hydra/launcher=vmap, how many jobs trained in the job's vmapped program)."""
+    hydra/launcher=vmap, how many jobs trained in the job's vmapped program). Written by process 0
+    only when several processes train each job together (compilers.train.distributed)."""
+    from compilers.train.distributed import is_primary
+
+    if not is_primary():
+        return
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     line = {"job": num, "overrides": overrides, "run_dir": str(run_dir),
