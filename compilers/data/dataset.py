@@ -7,6 +7,20 @@ from typing import Any
 
 import numpy as np
 
+RAW_SAMPLE_ROWS = 2000   # rows of the raw table a Dataset keeps for the data charts (evenly spaced)
+ALIGN = 64               # bytes: JAX on a CPU uses 64-byte aligned NumPy arrays in place (device_put copies others)
+
+
+def aligned_empty(shape, dtype=np.float32) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on an ALIGN-byte boundary, so that
+    `jax.device_put` on a CPU can use it without a copy (pages are committed as they are written)."""
+    dtype = np.dtype(dtype)
+    shape = tuple(int(s) for s in shape)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buf = np.empty(nbytes + ALIGN, np.uint8)
+    start = (-buf.ctypes.data) % ALIGN
+    return buf[start:start + nbytes].view(dtype).reshape(shape)
+
 
 @dataclass
 class Table:
@@ -38,7 +52,9 @@ class Dataset:
     #                                             (float32 is exact only up to 2**24; ids stay integers)
     y: dict[str, np.ndarray]                    # int32 [n] class index, or float32 [n] (regression)
     input_shape: tuple[int, ...]                # one example's shape
-    raw: Any = None                             # pandas.DataFrame before prep (features + target);
+    raw: Any = None                             # pandas.DataFrame before prep (features + target): the
+    #                                             whole table up to RAW_SAMPLE_ROWS rows, else that many
+    #                                             evenly spaced rows (what the data charts draw);
     #                                             None for array data (npz, image folders)
     target: str = ""                            # target column name
     prep_state: list[dict] = field(default_factory=list)  # JSON-able fitted state per prep step

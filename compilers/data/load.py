@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from compilers.data.dataset import Dataset, Table
+from compilers.data.dataset import RAW_SAMPLE_ROWS, Dataset, Table
 from compilers.data.prep import (IMAGE_ONLY, PrepContext, describe_dtype, is_numeric, label_strings,
                                   natural_sorted)
 from compilers.data.sources import SourceContext
@@ -259,8 +259,43 @@ def _text_features(spec, table: Table, target: str, columns: list[str], step) ->
     return text
 
 
-def load_dataset(spec, cwd: Path) -> Dataset:
-    """Loads, splits and prepares the data a spec describes."""
+def classes_and_split(spec, table: Table, target: str, series, columns: list[str]):
+    """(task, labels, class_names, split index) from the raw target column `series` (every row).
+
+    `labels`: the target as strings (an object Series; classification) or None. Shared by the frame
+    path below and the columnar one (`columnar.py`), so both raise the same errors."""
+    data = spec.data
+    task = _task(spec, table, target, series)
+    missing = int(series.isna().sum())
+    if missing and not _drops_target(data.prep, target, columns):
+        raise DataError("data.target", f"{missing} row{'s' if missing != 1 else ''} of {len(series)} have no value "
+                                       f"for the target '{target}'; add `drop_na: {{columns: [{target}]}}` "
+                                       "to data.prep to drop them")
+    labels = None
+    class_names = None
+    if task == "classification":
+        labels = label_strings(series)
+        class_names = natural_sorted(set(labels.dropna()))
+        if len(class_names) < 2:
+            only = f" ('{class_names[0]}')" if class_names else ""
+            raise DataError("data.target", f"classification needs at least two classes; '{target}' has "
+                                           f"{len(class_names)}{only}")
+    seed = data.split.seed if data.split.seed is not None else spec.seed
+    index = split_indices(len(series), None if labels is None else labels.to_numpy(dtype=object),
+                          data.split, seed, task == "classification")
+    return task, labels, class_names, index
+
+
+def sample_rows(n: int) -> np.ndarray:
+    """The rows of an n-row table kept for the data charts: RAW_SAMPLE_ROWS evenly spaced (all of a small one)."""
+    return np.unique(np.linspace(0, n - 1, min(RAW_SAMPLE_ROWS, n)).astype(np.int64))
+
+
+def load_dataset(spec, cwd: Path, *, columnar: bool = True) -> Dataset:
+    """Loads, splits and prepares the data a spec describes.
+
+    `columnar`: numeric CSV and Parquet files take the lean path of `columnar.py` (float32 blocks,
+    no pandas copies; the same results); False forces the frame path (tests compare the two)."""
     import pandas as pd
 
     data = spec.data
@@ -268,6 +303,12 @@ def load_dataset(spec, cwd: Path) -> Dataset:
     if image and data.source.kind != "image_folder":
         i = image[0][0]
         raise DataError(f"data.prep[{i}].image", f"image {IMAGE_ONLY}; data.source is {data.source.kind} data")
+    if columnar:
+        from compilers.data.columnar import load_columnar
+
+        dataset = load_columnar(spec, cwd)
+        if dataset is not None:
+            return dataset
     table = load_source(data.source, cwd, spec.seed, image[0][1].options if image else None)
     if table.is_array:
         return _load_arrays(spec, table)
@@ -284,28 +325,10 @@ def load_dataset(spec, cwd: Path) -> Dataset:
     else:
         features = _features(spec, target, columns)
     raw = frame[features + [target]].reset_index(drop=True)
-    task = _task(spec, table, target, raw[target])
-
-    missing = int(raw[target].isna().sum())
-    if missing and not _drops_target(data.prep, target, columns):
-        raise DataError("data.target", f"{missing} row{'s' if missing != 1 else ''} of {len(raw)} have no value "
-                                       f"for the target '{target}'; add `drop_na: {{columns: [{target}]}}` "
-                                       "to data.prep to drop them")
-
-    labels = None
-    class_names = None
-    if task == "classification":
-        labels = label_strings(raw[target])
-        class_names = natural_sorted(set(labels.dropna()))
-        if len(class_names) < 2:
-            only = f" ('{class_names[0]}')" if class_names else ""
-            raise DataError("data.target", f"classification needs at least two classes; '{target}' has "
-                                           f"{len(class_names)}{only}")
-
-    seed = data.split.seed if data.split.seed is not None else spec.seed
-    index = split_indices(len(raw), None if labels is None else labels.to_numpy(dtype=object),
-                          data.split, seed, task == "classification")
+    del frame, table.frame          # no lingering reference to the source's whole table
+    task, labels, class_names, index = classes_and_split(spec, table, target, raw[target], columns)
     frames = {name: raw.iloc[index[name]].reset_index(drop=True) for name in SPLITS}
+    raw = raw.iloc[sample_rows(len(raw))]     # what the data charts draw; the whole table is let go
     frames, states = fit_prep(data.prep, frames, target)
 
     feature_names = [c for c in frames["train"].columns if c != target]

@@ -138,21 +138,23 @@ class StandardizeOptions:
     columns: Optional[tuple[str, ...]] = opt(None, _COLUMNS.format("every numeric feature"))
 
 
+def standardize_stats(v: np.ndarray) -> tuple[float, float]:
+    """(mean, std) of a column's float64 training values, ignoring missing and infinite ones; a
+    constant column gets std 1 (centred only). Shared with the columnar loader (`columnar.py`)."""
+    v = v[np.isfinite(v)]
+    m = float(v.mean()) if v.size else 0.0
+    s = float(v.std()) if v.size else 1.0
+    return m, (s if s > 0 and math.isfinite(s) else 1.0)
+
+
 @PREP.register("standardize", StandardizeOptions, positional="columns")
 def standardize(options: StandardizeOptions) -> Prep:
     """Subtract the mean and divide by the standard deviation (of the training split)."""
 
     def fit(frame, ctx):
         columns = _numeric_columns(options, frame, ctx, "standardize")
-        mean, std = [], []
-        for c in columns:
-            v = _values(frame, c)
-            v = v[np.isfinite(v)]
-            m = float(v.mean()) if v.size else 0.0
-            s = float(v.std()) if v.size else 1.0
-            mean.append(m)
-            std.append(s if s > 0 and math.isfinite(s) else 1.0)   # constant column: centred only
-        return {"columns": columns, "mean": mean, "std": std}
+        stats = [standardize_stats(_values(frame, c)) for c in columns]
+        return {"columns": columns, "mean": [m for m, _ in stats], "std": [s for _, s in stats]}
 
     def apply(frame, state):
         frame = frame.copy()
@@ -168,19 +170,20 @@ class MinMaxOptions:
     columns: Optional[tuple[str, ...]] = opt(None, _COLUMNS.format("every numeric feature"))
 
 
+def min_max_stats(v: np.ndarray) -> tuple[float, float]:
+    """(min, max) of a column's float64 training values, ignoring missing and infinite ones."""
+    v = v[np.isfinite(v)]
+    return (float(v.min()) if v.size else 0.0), (float(v.max()) if v.size else 1.0)
+
+
 @PREP.register("min_max", MinMaxOptions, positional="columns")
 def min_max(options: MinMaxOptions) -> Prep:
     """Scale to [0, 1] by the minimum and maximum of the training split."""
 
     def fit(frame, ctx):
         columns = _numeric_columns(options, frame, ctx, "min_max")
-        low, high = [], []
-        for c in columns:
-            v = _values(frame, c)
-            v = v[np.isfinite(v)]
-            low.append(float(v.min()) if v.size else 0.0)
-            high.append(float(v.max()) if v.size else 1.0)
-        return {"columns": columns, "min": low, "max": high}
+        stats = [min_max_stats(_values(frame, c)) for c in columns]
+        return {"columns": columns, "min": [lo for lo, _ in stats], "max": [hi for _, hi in stats]}
 
     def apply(frame, state):
         frame = frame.copy()

@@ -1,0 +1,476 @@
+"""The lean path for numeric tables: CSV and Parquet files read straight into float32 blocks.
+
+`load_dataset` tries this path first for `.csv` and `.parquet` sources. It applies when every
+feature column is numeric (numbers, booleans without missing values, or empty) and every prep
+step is one that acts column by column on numbers (`standardize`, `min_max`, `clip`, `log`,
+`impute` with mean or median, `drop_na`); anything else (text or categorical features, `one_hot`,
+`tokenize`, a file pyarrow cannot stream) returns None and the frame path in `load.py` takes the
+data, with its errors.
+
+Memory (n rows, F features): the file is streamed in record batches of about BLOCK_BYTES of text
+(`pyarrow.csv.open_csv`, `ParquetFile.iter_batches`, only the columns used) into float32 blocks
+[rows, F] of 32 MiB (columns contiguous), so the whole table is held once as float32 (4 n F
+bytes) plus one batch. Prep steps are fitted on the training rows and applied to the blocks in
+place, one column at a time (float64 arithmetic, as the frame path). The split matrices are then
+filled block by block, each block freed once copied, so the peak stays near 4 n F bytes. The
+target column is kept in its own type (pandas, one column).
+
+Results equal the frame path's: statistics use the same formulas (`prep.standardize_stats`, ...)
+over the same rows, and a column's steps are composed and computed in float64, the result rounded
+to float32 once. One difference: values are held as float32 *before* prep, so the steps start
+from the float32 value (within 6e-8 relative of the file's; without prep, x is exactly the frame
+path's), or, for a column far from zero relative to its spread, from its float32 distance to a
+float64 mean (`_shifts`); tests/test_columnar.py compares the two paths.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from compilers.data.dataset import Dataset, Table, aligned_empty
+from compilers.data.split import SPLITS
+from dsl.errors import DataError
+from dsl.registry import PREP
+
+BLOCK_BYTES = 1 << 20           # bytes of CSV text per streamed batch (larger ones read slower here)
+BLOCK_VALUES = 8 << 20          # float32 values per block of the table (32 MiB: always a mapping of its own)
+PARQUET_BATCH_ROWS = 1 << 16    # rows per Parquet batch
+STEPS = ("standardize", "min_max", "clip", "log", "impute", "drop_na")
+
+
+class _Fallback(Exception):
+    """This data needs the frame path."""
+
+
+def eligible(spec) -> bool:
+    """Whether the spec alone allows the columnar path (the file's columns decide the rest)."""
+    data = spec.data
+    if data.source is None or data.source.kind not in ("csv", "parquet"):
+        return False
+    for item in data.prep:
+        if item.kind not in STEPS:
+            return False
+        if item.kind == "impute" and item.options.strategy not in ("mean", "median"):
+            return False
+    return True
+
+
+class _Columns:
+    """Stands in for a frame where prep's helpers only read `.columns` (named-column checks)."""
+
+    def __init__(self, columns):
+        self.columns = list(columns)
+
+
+def _numeric_type(t) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_null(t)
+
+
+def _utf8(full: Path) -> bool:
+    """Whether the file is UTF-8 text, read 1 MiB at a time (the frame path's check reads it whole)."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with open(full, "rb") as f:
+            while chunk := f.read(1 << 20):
+                decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class _Reader:
+    """Batches of the used columns, and the file's column names, of a CSV or Parquet source."""
+
+    def __init__(self, spec, cwd: Path):
+        from compilers.data.sources import SourceContext, resolve
+
+        source = spec.data.source
+        self.kind, self.options = source.kind, source.options
+        self.full = resolve(self.options.path, SourceContext(cwd=Path(cwd), seed=spec.seed))
+        self.description = self.options.path
+
+    def schema(self):
+        import pyarrow as pa
+
+        try:
+            if self.kind == "csv":
+                import pyarrow.csv as pacsv
+
+                if self.full.stat().st_size <= 64 * 2**20 and not _utf8(self.full):
+                    raise _Fallback     # the frame path names the line
+
+                with pacsv.open_csv(self.full, read_options=pacsv.ReadOptions(block_size=1 << 20),
+                                    parse_options=pacsv.ParseOptions(delimiter=self.options.sep),
+                                    convert_options=pacsv.ConvertOptions(strings_can_be_null=True)) as reader:
+                    return reader.schema
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(self.full).schema_arrow
+        except (pa.ArrowException, OSError, ValueError):
+            raise _Fallback from None
+
+    def batches(self, columns: list[str], schema):
+        """Record batches of `columns` (in that order). Numeric feature columns read as float64
+        (an integer column with a decimal further down is not an error, as in the frame path)."""
+        import pyarrow as pa
+
+        if self.kind == "csv":
+            import pyarrow.csv as pacsv
+
+            types = {c: pa.float64() for c in columns[:-1]
+                     if not pa.types.is_boolean(schema.field(c).type)}
+            reader = pacsv.open_csv(
+                self.full, read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=True),
+                parse_options=pacsv.ParseOptions(delimiter=self.options.sep),
+                convert_options=pacsv.ConvertOptions(strings_can_be_null=True, include_columns=columns,
+                                                     column_types=types))
+            with reader:
+                yield from reader
+        else:
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(self.full)
+            yield from pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns, use_threads=True)
+
+
+def _read(spec, reader: _Reader, table: Table):
+    """(features, target, blocks [rows_b, F] float32 F-ordered, starts, target Series)."""
+    import pyarrow as pa
+
+    from compilers.data.load import _features, _target
+
+    schema = reader.schema()
+    names = [str(n) for n in schema.names]
+    if len(set(names)) != len(names):
+        raise _Fallback
+    try:
+        target = _target(spec, table, names)
+        features = _features(spec, target, names)
+    except DataError:
+        raise _Fallback from None    # the frame path raises it (after its own checks of the file)
+    if not all(_numeric_type(schema.field(c).type) for c in features) or \
+            any(pa.types.is_binary(t) or pa.types.is_large_binary(t) for t in schema.types):
+        raise _Fallback
+    booleans = [j for j, c in enumerate(features) if pa.types.is_boolean(schema.field(c).type)]
+    # Blocks of BLOCK_VALUES values, allocated whole (so that each is its own mapping, which the OS
+    # gets back the moment it is freed) and filled batch by batch; pages never written cost nothing.
+    cap = max(1, BLOCK_VALUES // max(1, len(features)))
+    blocks, starts, target_chunks = [], [0], []
+    current, filled, shift = None, 0, None
+    try:
+        for batch in reader.batches(features + [target], schema):
+            rows = batch.num_rows
+            if rows == 0:
+                continue
+            if [str(n) for n in batch.schema.names] != features + [target]:
+                raise _Fallback
+            columns = []
+            for j in range(len(features)):
+                column = batch.column(j)
+                if not _numeric_type(column.type) or (j in booleans and column.null_count):
+                    raise _Fallback      # booleans with gaps are objects in pandas: the frame path says so
+                columns.append(None if pa.types.is_null(column.type) else column.to_numpy(zero_copy_only=False))
+            if shift is None:
+                shift = _shifts(columns)
+            target_chunks.append(batch.column(len(features)))
+            if pa.types.is_binary(target_chunks[-1].type) or pa.types.is_large_binary(target_chunks[-1].type):
+                raise _Fallback
+            pos = 0
+            while pos < rows:
+                if current is None or filled == cap:
+                    if current is not None:
+                        blocks.append(current)
+                        starts.append(starts[-1] + cap)
+                    current, filled = np.empty((cap, len(features)), np.float32, order="F"), 0
+                take = min(rows - pos, cap - filled)
+                for j, v in enumerate(columns):
+                    current[filled:filled + take, j] = np.nan if v is None else \
+                        (v[pos:pos + take] - shift[j] if shift[j] else v[pos:pos + take])
+                filled, pos = filled + take, pos + take
+    except (pa.ArrowException, OSError, ValueError):
+        raise _Fallback from None
+    if current is not None and filled:
+        blocks.append(current[:filled])
+        starts.append(starts[-1] + filled)
+    pa.default_memory_pool().release_unused()
+    if not blocks:
+        raise _Fallback
+    chunked = pa.chunked_array(target_chunks, type=target_chunks[0].type)
+    if pa.types.is_null(chunked.type):
+        chunked = chunked.cast(pa.float64())
+    series = pa.table([chunked], names=[target]).to_pandas(date_as_object=False)[target]
+    return features, target, blocks, np.asarray(starts, np.int64), series, shift
+
+
+SHIFT_RATIO = 4096   # a column whose values exceed this many standard deviations is held relative to its mean
+
+
+def _shifts(columns) -> np.ndarray:
+    """float64 [F]: what each column is held relative to. float32 keeps 24 bits of a value, so a
+    column far from zero relative to its spread (1,000,000 +- 1, coordinates, ...) would lose its
+    digits before `standardize`; such a column (judged on the first batch) is held as value - mean
+    of that batch, and the mean added back in float64 before any step. Other columns: 0 (held as
+    they are: without prep their float32 values are exactly the frame path's)."""
+    out = np.zeros(len(columns))
+    for j, v in enumerate(columns):
+        if v is None or v.dtype == bool:
+            continue
+        finite = v[np.isfinite(v)]
+        if finite.size > 1:
+            m, sd = float(finite.mean()), float(finite.std())
+            if sd > 0 and float(np.abs(finite).max()) > SHIFT_RATIO * sd:
+                out[j] = m
+    return out
+
+
+class _Table:
+    """The float32 blocks, the steps still to apply to each column, and which rows are alive (not
+    dropped by drop_na).
+
+    Steps are composed per column and applied once (`materialize`), in float64 from the float32
+    value read, so each prepared value is rounded to float32 once, as in the frame path; a step's
+    fit reads the training values through the steps before it."""
+
+    def __init__(self, features, blocks, starts, n, shift=None):
+        self.features, self.blocks, self.starts, self.n = features, blocks, starts, n
+        self.shift = np.zeros(len(features)) if shift is None else shift
+        self.col = {c: j for j, c in enumerate(features)}
+        self.chain: dict[str, list] = {c: [] for c in features}
+        self.alive = None    # bool [n] once a drop_na step ran
+
+    def parts(self, rows: np.ndarray):
+        """(block, local row indices) for sorted global `rows`, block by block."""
+        cut = np.searchsorted(rows, self.starts)
+        for b, block in enumerate(self.blocks):
+            if cut[b + 1] > cut[b]:
+                yield block, rows[cut[b]:cut[b + 1]] - self.starts[b]
+
+    def live(self, rows: np.ndarray) -> np.ndarray:
+        return rows if self.alive is None else rows[self.alive[rows]]
+
+    def _through(self, c: str, v: np.ndarray) -> np.ndarray:
+        v = v.astype(np.float64)
+        if self.shift[self.col[c]]:
+            v += self.shift[self.col[c]]
+        for fn in self.chain[c]:
+            v = fn(v)
+        return v
+
+    def values(self, c: str, rows: np.ndarray) -> np.ndarray:
+        """float64 values of column c, prepared by the steps so far, at sorted global rows."""
+        j = self.col[c]
+        parts = [block[local, j] for block, local in self.parts(rows)]
+        return self._through(c, np.concatenate(parts) if parts else np.zeros(0, np.float32))
+
+    def transform(self, c: str, fn) -> None:
+        """Adds fn (float64 values -> float64 values) to column c's steps."""
+        self.chain[c].append(fn)
+
+    def missing(self, c: str) -> np.ndarray:
+        """bool [n]: column c is missing (NaN) after the steps so far."""
+        j = self.col[c]
+        return np.concatenate([np.isnan(self._through(c, block[:, j])) for block in self.blocks])
+
+    def materialize(self) -> None:
+        """Applies every column's steps to the blocks, in place (one float32 rounding per value)."""
+        for c, fns in self.chain.items():
+            j = self.col[c]
+            if fns or self.shift[j]:
+                for block in self.blocks:
+                    block[:, j] = self._through(c, block[:, j])
+                self.chain[c] = []
+                self.shift[j] = 0.0
+
+
+def _columns_of(item, options, table: _Table, ctx, frame) -> list[str]:
+    from compilers.data.prep import _check_named
+
+    if item.kind == "drop_na":
+        return list(frame.columns) if options.columns is None else \
+            _check_named(options.columns, frame, ctx, allow_target=True)
+    return list(table.features) if options.columns is None else _check_named(options.columns, frame, ctx)
+
+
+def _prep(items, table: _Table, index: dict, target: str, target_na: np.ndarray) -> list[dict]:
+    """Fits each step on the live training rows and applies it to every block, in order."""
+    from compilers.data.prep import PrepContext, _log_message, min_max_stats, standardize_stats
+
+    frame = _Columns(table.features + [target])
+    wanted = {name: len(rows) for name, rows in index.items()}
+    states = []
+    for i, item in enumerate(items):
+        path = f"data.prep[{i}].{item.kind}"
+        PREP.get(item.kind, f"data.prep[{i}]")
+        ctx = PrepContext(target=target, path=path)
+        options = item.options
+        columns = _columns_of(item, options, table, ctx, frame)
+        train = table.live(index["train"])
+        if item.kind == "standardize":
+            stats = [standardize_stats(table.values(c, train)) for c in columns]
+            state = {"columns": columns, "mean": [m for m, _ in stats], "std": [s for _, s in stats]}
+            for c, (m, s) in zip(columns, stats):
+                table.transform(c, lambda v, m=m, s=s: (v - m) / s)
+        elif item.kind == "min_max":
+            stats = [min_max_stats(table.values(c, train)) for c in columns]
+            state = {"columns": columns, "min": [lo for lo, _ in stats], "max": [hi for _, hi in stats]}
+            for c, (lo, hi) in zip(columns, stats):
+                span = hi - lo if hi > lo else 1.0
+                table.transform(c, lambda v, lo=lo, span=span: (v - lo) / span)
+        elif item.kind == "clip":
+            state = {"columns": columns, "min": options.min, "max": options.max}
+            low = -np.inf if options.min is None else options.min
+            high = np.inf if options.max is None else options.max
+            for c in columns:
+                table.transform(c, lambda v, low=low, high=high: np.clip(v, low, high))
+        elif item.kind == "log":
+            offset = float(options.offset)
+            for name in SPLITS:     # the frame path: fitted on train, then applied to each split
+                rows = table.live(index[name])
+                for c in columns:
+                    v = table.values(c, rows) + offset
+                    bad = v[v <= 0]
+                    if bad.size:
+                        raise DataError(path, _log_message(c, bad, offset))
+            state = {"columns": columns, "offset": offset}
+            for c in columns:
+                table.transform(c, lambda v, offset=offset: np.log(v + offset))
+        elif item.kind == "impute":
+            values = []
+            for c in columns:
+                v = table.values(c, train)
+                present = v[np.isfinite(v)]
+                if present.size == 0:
+                    if np.isnan(v).any():
+                        raise DataError(path, f"column '{c}' has no values in the training split to impute from")
+                    values.append(None)
+                    continue
+                values.append(float(np.mean(present)) if options.strategy == "mean" else float(np.median(present)))
+            state = {"columns": columns, "values": values}
+            for c, value in zip(columns, values):
+                if value is not None:
+                    table.transform(c, lambda v, value=value: np.where(np.isnan(v), value, v))
+        else:   # drop_na
+            state = {"columns": columns}
+            drop = np.zeros(table.n, bool)
+            for c in columns:
+                if c == target:
+                    drop |= target_na
+                else:
+                    drop |= table.missing(c)
+            table.alive = ~drop if table.alive is None else table.alive & ~drop
+            for name in SPLITS:
+                if wanted[name] > 0 and len(table.live(index[name])) == 0:
+                    raise DataError(path, f"{item.kind} left no rows in the {name} split")
+        states.append({"kind": item.kind, "state": state})
+    return states
+
+
+def _check_features(table: _Table, index: dict) -> None:
+    """The frame path's `check_features`, split by split: no missing or infinite values left."""
+    for name in SPLITS:
+        rows = table.live(index[name])
+        where = f" in the {name} split"
+        missing = np.zeros(len(table.features), np.int64)
+        infinite = np.zeros(len(table.features), bool)
+        for block, local in table.parts(rows):
+            for j in range(len(table.features)):
+                v = block[:, j][local]
+                finite = np.isfinite(v)
+                if not finite.all():
+                    missing[j] += int(np.isnan(v).sum())
+                    infinite[j] |= bool(np.isinf(v).any())
+        for j, c in enumerate(table.features):
+            if missing[j]:
+                raise DataError("data.features", f"column '{c}' has {missing[j]} missing value"
+                                                 f"{'s' if missing[j] != 1 else ''}{where}; add `impute` or "
+                                                 "`drop_na` to data.prep")
+            if infinite[j]:
+                raise DataError("data.features", f"column '{c}' has infinite values{where}; "
+                                                 "add `clip` to data.prep or leave it out of data.features")
+
+
+def _assemble(table: _Table, index: dict) -> dict[str, np.ndarray]:
+    """The split matrices [n_split, F] (64-byte aligned float32), filled block by block; each block
+    is freed once its rows are copied."""
+    x = {name: aligned_empty((len(rows), len(table.features)), np.float32) for name, rows in index.items()}
+    cuts = {name: np.searchsorted(rows, table.starts) for name, rows in index.items()}
+    for b in range(len(table.blocks)):
+        block = table.blocks[b]
+        for name, rows in index.items():
+            lo, hi = cuts[name][b], cuts[name][b + 1]
+            if hi > lo:
+                np.take(block, rows[lo:hi] - table.starts[b], axis=0, out=x[name][lo:hi], mode="clip")  # unbuffered
+        table.blocks[b] = block = None
+    return x
+
+
+def _raw_sample(features, target, blocks, starts, series, shift):
+    """The raw rows the data charts draw (`load.sample_rows`), numbers as the file wrote them
+    (the shortest decimal that reads back as the same float32)."""
+    import pandas as pd
+
+    from compilers.data.load import sample_rows
+
+    n = int(starts[-1])
+    rows = sample_rows(n)
+    values = np.concatenate([block[local] for block, local in _Table(features, blocks, starts, n).parts(rows)])
+    columns = {c: values[:, j].astype(str).astype(np.float64) + shift[j] for j, c in enumerate(features)}
+    frame = pd.DataFrame(columns, index=rows)
+    picked = series.iloc[rows].copy()
+    picked.index = rows
+    frame[target] = picked
+    return frame
+
+
+def load_columnar(spec, cwd: Path) -> Dataset | None:
+    """The Dataset of a numeric CSV or Parquet source, or None when the frame path must load it."""
+    import pandas as pd
+
+    from compilers.data.load import classes_and_split, label_strings, resolve_shape
+
+    if not eligible(spec):
+        return None
+    data = spec.data
+    try:
+        reader = _Reader(spec, cwd)
+        table = Table(description=reader.description)
+        features, target, blocks, starts, series, shift = _read(spec, reader, table)
+    except _Fallback:
+        return None
+    n = int(starts[-1])
+    raw = _raw_sample(features, target, blocks, starts, series, shift)
+    task, labels, class_names, index = classes_and_split(spec, table, target, series, features + [target])
+    tab = _Table(features, blocks, starts, n, shift)
+    del blocks
+    states = _prep(data.prep, tab, index, target, np.asarray(series.isna()))
+    tab.materialize()
+    _check_features(tab, index)
+    index = {name: tab.live(rows) for name, rows in index.items()}
+    target_na = np.asarray(series.isna())
+    for name in SPLITS:
+        if target_na[index[name]].any():
+            raise DataError("data.target", f"rows without a target are left in the {name} split; add "
+                                           f"`drop_na: {{columns: [{target}]}}` to data.prep")
+    input_shape = resolve_shape(data.shape, len(features))
+    x = _assemble(tab, index)
+    y = {}
+    for name in SPLITS:
+        x[name] = x[name].reshape((len(index[name]),) + input_shape)
+        if task == "classification":
+            codes = pd.Categorical(labels.to_numpy(dtype=object)[index[name]], categories=class_names).codes
+            y[name] = codes.astype(np.int32)
+        else:
+            y[name] = series.to_numpy(dtype=np.float32, na_value=np.nan)[index[name]]
+    n_rows = sum(len(v) for v in index.values())
+    what = f"{len(class_names)} classes" if task == "classification" else f"regression on '{target}'"
+    return Dataset(task=task, feature_names=list(features), class_names=class_names, x=x, y=y,
+                   input_shape=input_shape, raw=raw, target=target, prep_state=states,
+                   description=f"{table.description}: {n_rows} rows, {len(features)} features, {what}")

@@ -1,0 +1,181 @@
+"""The columnar path for numeric CSV and Parquet files (compilers/data/columnar.py): the same data
+set as the frame path, from float32 blocks, in about the float32 size of the table."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import compilers.data.columnar as columnar
+from compilers.data.dataset import ALIGN
+from compilers.data.load import load_dataset
+from dsl.errors import DataError
+from dsl.parse import parse_spec
+
+N = 2500
+
+
+def spec(data: dict, **top):
+    return parse_spec({"data": data, "model": {"layers": [{"dense": 8}]}, **top})
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("columnar")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({
+        "a": rng.normal(5, 2, N), "b": rng.integers(0, 100, N), "c": rng.normal(0, 1, N).round(3),
+        "flag": rng.random(N) > 0.5, "big": 1e6 + rng.normal(0, 1, N), "y": rng.integers(0, 3, N),
+        "note": rng.choice(["x", "y"], N), "level": rng.normal(10, 3, N)})
+    frame.loc[rng.choice(N, 40, replace=False), "a"] = np.nan
+    frame.loc[rng.choice(N, 5, replace=False), "level"] = np.nan
+    frame.to_csv(root / "t.csv", index=False)
+    frame.to_parquet(root / "t.parquet")
+    (root / "sparse.csv").write_text("a,b,y\n" + "".join(f"{'1' if i == 0 else ''},{i},{i % 2}\n" for i in range(20)))
+    return root
+
+
+def both(data: dict, cwd: Path, **top):
+    """(columnar, frame) results: Datasets, or the errors they raised."""
+    s = spec(data, **top)
+    out = []
+    for lean in (True, False):
+        try:
+            out.append(load_dataset(s, cwd, columnar=lean))
+        except DataError as e:
+            out.append(e)
+    return out
+
+
+NUMERIC = ["a", "b", "c", "flag", "big", "level"]
+PREPS = [
+    ["impute", "standardize"],
+    [{"impute": "median"}, "min_max", {"clip": {"min": 0.1, "max": 0.9}}],
+    ["drop_na", {"log": {"offset": 20}}, "standardize"],
+    [{"impute": {"columns": ["a"]}}, {"drop_na": ["level"]}, {"standardize": ["a", "big"]}, {"clip": {"max": 1}}],
+    [{"drop_na": ["target"]}, "impute"],
+]
+
+
+@pytest.mark.parametrize("source", ["t.csv", "t.parquet"])
+@pytest.mark.parametrize("prep", PREPS, ids=[f"prep{i}" for i in range(len(PREPS))])
+def test_same_dataset_as_the_frame_path(files, source, prep):
+    lean, frame = both({"source": source, "target": "y", "features": NUMERIC, "prep": prep}, files)
+    assert not isinstance(lean, Exception) and not isinstance(frame, Exception), (lean, frame)
+    assert lean.feature_names == frame.feature_names and lean.class_names == frame.class_names
+    assert lean.task == frame.task and lean.description == frame.description and lean.input_shape == frame.input_shape
+    for k in frame.x:
+        assert lean.x[k].dtype == np.float32 and lean.x[k].flags.c_contiguous
+        assert lean.x[k].ctypes.data % ALIGN == 0                  # a CPU device uses it in place
+        np.testing.assert_allclose(lean.x[k], frame.x[k], rtol=1e-6, atol=1e-6)
+        assert np.array_equal(lean.y[k], frame.y[k])
+    a, b = lean.prep_state, frame.prep_state
+    assert [s["kind"] for s in a] == [s["kind"] for s in b]
+    for sa, sb in zip(a, b):
+        assert sa["state"].keys() == sb["state"].keys() and sa["state"]["columns"] == sb["state"]["columns"]
+        for key, value in sa["state"].items():
+            if isinstance(value, list) and value and isinstance(value[0], float):
+                np.testing.assert_allclose(value, sb["state"][key], rtol=1e-6)   # statistics of float32 values
+            else:
+                assert value == sb["state"][key]
+    json.dumps(a)                                                    # prep.json stays plain JSON
+    pd.testing.assert_frame_equal(lean.raw.reset_index(drop=True), frame.raw.reset_index(drop=True),
+                                  check_dtype=False, rtol=1e-6)
+
+
+def test_no_prep_gives_exactly_the_frame_paths_values(files):
+    lean, frame = both({"source": "t.csv", "target": "y", "features": ["b", "c", "flag", "big"]}, files)
+    for k in frame.x:
+        assert np.array_equal(lean.x[k][:, :3], frame.x[k][:, :3])
+        # `big` (1,000,000 +- 1) is held relative to its mean: within one float32 step of the value
+        np.testing.assert_allclose(lean.x[k][:, 3], frame.x[k][:, 3], rtol=2**-23, atol=0)
+
+
+def test_regression_and_shape(files):
+    lean, frame = both({"source": "t.parquet", "target": "c", "features": ["b", "big", "flag", "y"],
+                        "prep": ["standardize"], "shape": [2, 2]}, files)
+    assert lean.task == frame.task == "regression" and lean.x["train"].shape[1:] == (2, 2)
+    for k in frame.x:
+        np.testing.assert_allclose(lean.x[k], frame.x[k], rtol=1e-6, atol=1e-6)
+        assert np.array_equal(lean.y[k], frame.y[k])
+
+
+@pytest.mark.parametrize("data", [
+    {"prep": ["standardize"]},                                     # missing values left
+    {"prep": [{"log": {"columns": ["c"]}}]},                       # log of values <= 0
+    {"prep": [{"standardize": ["y"]}]},                            # the target
+    {"prep": [{"standardize": ["aa"]}]},                           # an unknown column
+    {"source": "sparse.csv", "prep": [{"drop_na": ["a"]}], "features": ["a", "b"]},
+    {"features": ["a", "nope"]},
+    {"target": "nope"},
+    {"shape": [7]},
+], ids=["missing", "log", "target", "unknown", "too_few", "feature", "target_name", "shape"])
+def test_same_errors_as_the_frame_path(files, data):
+    lean, frame = both({"source": "t.csv", "target": "y", "features": NUMERIC, **data}, files)
+    assert isinstance(lean, DataError) and isinstance(frame, DataError), (lean, frame)
+    assert str(lean) == str(frame)
+
+
+def test_what_takes_the_frame_path(files, monkeypatch):
+    taken = []
+    real = columnar.load_columnar
+    monkeypatch.setattr(columnar, "load_columnar", lambda *a: taken.append(real(*a)) or taken[-1])
+    load_dataset(spec({"source": "t.csv", "target": "y", "features": NUMERIC, "prep": ["impute"]}), files)
+    load_dataset(spec({"source": "t.csv", "target": "y", "prep": ["impute", "one_hot"]}), files)      # one_hot
+    with pytest.raises(DataError, match="column 'note' holds text"):                                  # text
+        load_dataset(spec({"source": "t.csv", "target": "y", "prep": ["impute"]}), files)
+    load_dataset(spec({"source": "t.csv", "target": "y", "features": NUMERIC,
+                       "prep": [{"impute": "most_frequent"}]}), files)                                  # a mode
+    load_dataset(spec({"source": "iris"}), files)                                                     # not a file
+    assert [t is not None for t in taken] == [True, False, False, False, False]
+
+
+def test_a_column_that_turns_to_text_further_down(tmp_path):
+    lines = ["a,b,y"] + [f"{i},{i % 7},{i % 2}" for i in range(3000)] + ["oops,1,0"]
+    (tmp_path / "late.csv").write_text("\n".join(lines) + "\n")
+    lean, frame = both({"source": "late.csv", "target": "y"}, tmp_path)
+    assert isinstance(lean, DataError) and str(lean) == str(frame)
+
+
+MEMORY_PROBE = """
+import resource, sys
+from pathlib import Path
+from compilers.data.load import load_dataset
+from dsl.parse import parse_spec
+import jax, numpy, pandas, pyarrow.csv   # what a run has imported by then
+def spec(name):
+    return parse_spec({"data": {"source": name, "target": "y", "prep": ["standardize"]}, "model": {"layers": [{"dense": 8}]}})
+load_dataset(spec("small.csv"), Path(sys.argv[1]))      # pyarrow's threads and pools, pandas' lazy imports
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+data = load_dataset(spec("m.csv"), Path(sys.argv[1]))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) * 1024, sum(v.nbytes for v in data.x.values()))
+"""
+
+
+def test_memory_stays_near_the_float32_table(tmp_path):
+    """The peak resident memory a load adds, in a fresh process: about the float32 table, plus
+    pyarrow's read-ahead buffers and pools (~50 MiB whatever the size). The frame path added ~13x
+    the table here (Arrow's float64 table, pandas frames per split, float64 prep copies)."""
+    import subprocess
+    import sys
+
+    rows, cols = 500_000, 20
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(rows, cols)).astype(np.float32)
+    with open(tmp_path / "m.csv", "w") as f:
+        f.write(",".join([f"x{j}" for j in range(cols)] + ["y"]) + "\n")
+        np.savetxt(f, np.column_stack([x.round(3), x[:, 0] > 0]), delimiter=",", fmt=["%.3f"] * cols + ["%d"])
+    (tmp_path / "small.csv").write_text("x0,y\n" + "".join(f"{i},{i % 2}\n" for i in range(100)))
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(tmp_path)], cwd=root, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    added, table = map(int, done.stdout.split())
+    assert table == rows * cols * 4
+    assert added < 1.5 * table + 96 * 2**20, f"loading added {added / table:.2f}x the float32 table to the peak"
