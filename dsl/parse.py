@@ -420,8 +420,11 @@ def parse_spec(raw: Any, *, file: str | None = None, smap: SourceMap | None = No
 
 
 # Hydra's keys whose values can name Python functions: callbacks (`_target_`) and Python logging's
-# configuration (handlers built by `()` or `class`). A spec leaves them to Hydra's defaults.
-CODE_KEYS = ("hydra.callbacks", "hydra.job_logging", "hydra.hydra_logging")
+# configuration (handlers built by `()` or `class`); and the submitit launcher's `setup`, shell lines
+# its SLURM script runs before the job. A spec leaves them to Hydra's defaults.
+CODE_KEYS = {"hydra.callbacks": "can name Python functions", "hydra.job_logging": "can name Python functions",
+             "hydra.hydra_logging": "can name Python functions",
+             "hydra.launcher.setup": "holds shell commands (the submitit launcher's job script runs them)"}
 
 
 def find_target(node: Any, path: str = "") -> None:
@@ -433,7 +436,7 @@ def find_target(node: Any, path: str = "") -> None:
             if k in ("_target_", "()"):
                 raise _err(sub, f"specs never execute code: '{k}' is not allowed")
             if sub in CODE_KEYS:
-                raise _err(sub, f"specs never execute code: {sub} can name Python functions; "
+                raise _err(sub, f"specs never execute code: {sub} {CODE_KEYS[sub]}; "
                                 "it is not allowed in a spec")
             if sub == "hydra.output_subdir" and isinstance(v, str) and (
                     Path(v).is_absolute() or ".." in Path(v).parts):   # Hydra writes .hydra/ there

@@ -41,6 +41,10 @@ def test_the_environment_decides_when_jax_distributed_starts():
     assert settings({**explicit, "DSL_DISTRIBUTED": "0"}) is None
     with pytest.raises(ValueError, match="DSL_DISTRIBUTED='maybe'"):
         settings({"DSL_DISTRIBUTED": "maybe"})
+    # the tasks of a job of submitit's local executor (JAX does not detect them itself)
+    local = {"SUBMITIT_LOCAL_NTASKS": "2", "SUBMITIT_LOCAL_GLOBALID": "1", "SUBMITIT_LOCAL_JOB_ID": "4097"}
+    assert settings(local) == {"coordinator_address": "127.0.0.1:61441", "num_processes": 2, "process_id": 1}
+    assert settings({**local, "SUBMITIT_LOCAL_NTASKS": "1"}) is None
 
 
 def test_jax_itself_detects_the_slurm_step_we_start_for(monkeypatch):
@@ -113,3 +117,69 @@ def test_two_processes_of_two_devices_train_like_one_process_of_four(tmp_path):
     assert os.listdir(tmp_path / "p1") == [".hydra"]
     assert os.listdir(tmp1) == []
     assert sorted(os.listdir(tmp_path)) == ["one", "p1", "several", "tmp1"]
+
+
+# --- the cluster example: Hydra's submitit launcher ----------------------------------------------
+
+CLUSTER = ROOT / "examples" / "cluster_submitit.yaml"
+
+
+def test_the_cluster_example_composes_with_the_submitit_slurm_launcher(cli):
+    code, out, err = cli("validate", f"conf={CLUSTER}")
+    assert code == 0, err
+    code, out, err = cli("run", f"conf={CLUSTER}", "--cfg", "hydra")   # prints Hydra's config; runs nothing
+    assert code == 0, err
+    import yaml
+
+    launcher = yaml.safe_load(out)["hydra"]["launcher"]
+    assert launcher["_target_"] == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher["nodes"], launcher["tasks_per_node"], launcher["gpus_per_node"]) == (2, 4, 4)
+    assert launcher["timeout_min"] == 60 and launcher["partition"] is None
+
+
+def test_a_spec_may_not_give_the_launcher_shell_commands(tmp_path, cli):
+    spec = tmp_path / "setup.yaml"
+    spec.write_text("defaults:\n  - override hydra/launcher: submitit_slurm\ndata: {source: moons}\n"
+                    "model: {layers: [{dense: 4}]}\nhydra:\n  launcher:\n    setup: [\"echo hi\"]\n")
+    code, out, err = cli("validate", f"conf={spec}")
+    assert code == 2
+    assert "setup.yaml:7 hydra.launcher.setup: specs never execute code" in err
+
+
+LOCAL = """\
+defaults:
+  - override hydra/launcher: submitit_local
+name: two-tasks
+data:
+  source: iris
+  prep: [standardize]
+  split: {test: 0.2, val: 0.1, stratify: true}
+model:
+  layers: [{dense: 16}, relu, {dropout: 0.1}]
+train: {epochs: 3, batch_size: 16, devices: 4}
+plots: []
+report: {images: none}
+hydra:
+  launcher: {tasks_per_node: 2, timeout_min: 4}
+"""
+
+
+def test_a_sweep_through_the_submitit_launcher_trains_each_job_on_two_processes(tmp_path):
+    """The submitit launcher's local executor runs each job as 2 tasks, as SLURM would; each task
+    has 2 CPU devices, so train.devices: 4 trains only if the tasks start jax.distributed together."""
+    (tmp_path / "two_tasks.yaml").write_text(LOCAL)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "DSL_COMPILATION_CACHE": "0",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    for k in [k for k in env if k.startswith(("SLURM_", "OMPI_", "JAX_COORDINATOR", "DSL_DISTRIBUTED"))]:
+        del env[k]
+    done = subprocess.run([sys.executable, "-m", "dsl", "run", "-m", "conf=two_tasks.yaml", "seed=3",
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(x) for x in (tmp_path / "sweep" / "sweep.jsonl").read_text().splitlines()]
+    assert len(lines) == 1 and lines[0]["status"] == "completed", lines     # written by task 0 only
+    run = tmp_path / "sweep" / "0"
+    assert len(_history(run)) == 3
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+    logs = sorted(p.name for p in (tmp_path / "sweep" / ".submitit").rglob("*_log.out"))
+    assert len(logs) == 2 and logs[0].endswith("_0_log.out") and logs[1].endswith("_1_log.out")

@@ -11,7 +11,9 @@ A run is one process unless its environment says otherwise. `initialize()` (call
     launcher with nodes x tasks_per_node > 1): the variables JAX's own SLURM detection reads are set
     and SLURM_STEP_NUM_TASKS (else SLURM_NTASKS) > 1;
   * the process is one of several started by Open MPI's mpirun (OMPI_MCA_orte_hnp_uri is set and
-    OMPI_COMM_WORLD_SIZE > 1).
+    OMPI_COMM_WORLD_SIZE > 1);
+  * the process is one task of a job of submitit's local executor with more than one task
+    (hydra/launcher=submitit_local with tasks_per_node > 1): the tasks meet on 127.0.0.1.
 
 How the run is shared out: every process loads the same data (same spec, same seed) and keeps the
 whole training state, replicated. `train.devices` counts the devices of all processes
@@ -65,6 +67,13 @@ def settings(env=None) -> dict | None:
             return {}
     if "OMPI_MCA_orte_hnp_uri" in env and (_int(env, "OMPI_COMM_WORLD_SIZE") or 1) > 1:
         return {}
+    tasks, job = _int(env, "SUBMITIT_LOCAL_NTASKS"), _int(env, "SUBMITIT_LOCAL_JOB_ID")
+    if tasks is not None and tasks > 1 and job is not None and _int(env, "SUBMITIT_LOCAL_GLOBALID") is not None:
+        # the tasks of one job of submitit's local executor (hydra/launcher=submitit_local), which
+        # JAX does not detect: process 0 listens on a port chosen from the job's id, as JAX does for SLURM
+        port = env.get("JAX_COORDINATOR_PORT") or str(65536 - 4096 + job % 4096)
+        return {"coordinator_address": f"127.0.0.1:{port}", "num_processes": tasks,
+                "process_id": _int(env, "SUBMITIT_LOCAL_GLOBALID")}
     return None
 
 
