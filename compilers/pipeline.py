@@ -95,8 +95,9 @@ def run_group(specs: list[Spec], run_dirs: list[Path], cwd: Path, *, progress: b
     for i, d in enumerate(run_dirs):
         if (d / "metrics.jsonl").exists() and not resume:
             results[i] = SpecError("hydra.run.dir", f"{d} already holds a run; give another directory")
-    times: list[dict] = [{} for _ in specs]
     t = time.perf_counter()
+    times: list[dict] = [{"startup_s": round(t - t_start, 4)} for _ in specs]   # Python, imports, Hydra
+    renderer = _start_renderer(specs, results, sweep_job)   # first: its engine starts while JAX does
     configure_jax()
     from compilers.train.distributed import is_primary, process_count
 
@@ -109,15 +110,47 @@ def run_group(specs: list[Spec], run_dirs: list[Path], cwd: Path, *, progress: b
     if resume and process_count() > 1:
         raise SpecError("resume", "a run cannot be resumed by several processes; resume it in one "
                                   "(python -m dsl resume RUN_DIR): its checkpoints hold the whole state")
+    if not primary and renderer is not None:
+        renderer.close()
+        renderer = None
     try:
         return _run_group(specs, run_dirs, cwd, results, times, t, t_start=t_start, progress=progress,
-                          sweep_job=sweep_job, resume=resume, primary=primary)
+                          sweep_job=sweep_job, resume=resume, primary=primary, renderer=renderer)
     finally:
+        if renderer is not None:
+            renderer.close()
         if not primary:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sweep_job, resume, primary):
+# Check every chart against the Vega-Lite schema as it is drawn (~0.15 s a run): on in the test
+# suite, which draws every chart kind; a run's charts are compiled by vl-convert either way.
+_VALIDATE = os.environ.get("DSL_VALIDATE_CHARTS", "0") == "1"
+
+
+def _images(spec: Spec, sweep_job: bool) -> str:
+    """report.images with auto resolved: PNGs for a single run, none for a sweep's jobs."""
+    images = spec.report.images
+    if images == "auto":
+        images = "none" if sweep_job else "png"
+    return images
+
+
+def _start_renderer(specs, results, sweep_job: bool):
+    """The chart-image process (compilers.charts.renderer), when some run will write images."""
+    if all(results[i] is not None or _images(s, sweep_job) == "none" or (s.plots != "auto" and not s.plots)
+           for i, s in enumerate(specs)) or os.environ.get("DSL_RENDERER", "1") == "0":
+        return None
+    from compilers.charts.renderer import Renderer
+
+    try:
+        return Renderer()
+    except OSError:
+        return None
+
+
+def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sweep_job, resume, primary,
+               renderer=None):
     from compilers.charts.render import render_charts
     from compilers.charts.report import write_report
     from compilers.runs.log import RunLog
@@ -195,11 +228,10 @@ def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sw
             results[i] = _result_of(record.summary, spec, run_dir)
             continue
         record.save(run_dir)
-        images = spec.report.images
-        if images == "auto":
-            images = "none" if sweep_job else "png"
+        images = _images(spec, sweep_job)
         rendered = render_charts(record, plans[i].charts, run_dir / "charts", png=images in ("png", "both"),
-                                 svg=images in ("svg", "both"), validate=i == live[0])
+                                 svg=images in ("svg", "both"), validate=_VALIDATE and i == live[0],
+                                 renderer=renderer)
         tm["charts_s"] = round(time.perf_counter() - t, 4)
         tm["total_s"] = round(time.perf_counter() - t_start, 4)
         record.summary["charts"] = {r.name: (r.skipped or "ok") for r in rendered}

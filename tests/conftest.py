@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("DSL_VALIDATE_CHARTS", "1")   # runs check each chart against the Vega-Lite schema
 
 import pytest
 

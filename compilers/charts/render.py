@@ -99,7 +99,7 @@ PNG_SCALE = 2.0   # device pixels per CSS pixel: sharp on high-DPI screens and i
 
 def render_charts(record: Any, items: Iterable[Any], charts_dir: Path, *, png: bool = True,
                   svg: bool = False, workers: int | None = None, scale: float = PNG_SCALE,
-                  validate: bool = True) -> list[Rendered]:
+                  validate: bool = True, renderer: Any = None) -> list[Rendered]:
     """Build every item's chart and write charts_dir/<name>.vl.json (and .png, .svg).
 
     `items` are Items (kind, options); "auto" is not accepted here (use `auto_items(task)`).
@@ -110,11 +110,14 @@ def render_charts(record: Any, items: Iterable[Any], charts_dir: Path, *, png: b
     runs Vega in one embedded JS engine, so threads only overlap rasterising and PNG encoding: on
     a 2-core machine, 7 charts took 0.9-1.4 s (scale 2) either way, threads 0-25% faster, and more
     than two threads gained nothing.
+    `renderer` (compilers.charts.renderer.Renderer, started with the run): each image is sent to
+    that child process as soon as its chart is built, so conversion overlaps building the rest.
     """
     charts_dir = Path(charts_dir)
     charts_dir.mkdir(parents=True, exist_ok=True)
     out: list[Rendered] = []
     seen: dict[str, int] = {}
+    sent: set[tuple[str, str]] = set()   # (name, fmt) handed to the renderer
     for item in items:
         seen[item.kind] = seen.get(item.kind, 0) + 1
         name = item.kind if seen[item.kind] == 1 else f"{item.kind}_{seen[item.kind]}"
@@ -135,11 +138,22 @@ def render_charts(record: Any, items: Iterable[Any], charts_dir: Path, *, png: b
             path = charts_dir / f"{name}.vl.json"
             _write_text(path, json.dumps(spec, separators=(",", ":")))
             r.files.append(_rel(path, charts_dir))
+            if renderer is not None:
+                for fmt, wanted in (("png", png), ("svg", svg)):
+                    if wanted and renderer.submit(spec, charts_dir / f"{name}.{fmt}", fmt, scale, tag=r):
+                        sent.add((name, fmt))
         r.seconds = time.perf_counter() - t0
         out.append(r)
 
+    if renderer is not None and sent:
+        for r, path, fmt, problem, seconds in renderer.wait():
+            r.seconds += seconds
+            if problem is None:
+                r.files.append(_rel(Path(path), charts_dir))
+            else:
+                r.warning = problem
     jobs = [(r, fmt) for r in out if r.spec is not None
-            for fmt, wanted in (("png", png), ("svg", svg)) if wanted]
+            for fmt, wanted in (("png", png), ("svg", svg)) if wanted and (r.name, fmt) not in sent]
     if jobs:
         n = workers or min(2, os.cpu_count() or 1, len(jobs))
 
@@ -169,11 +183,9 @@ def render_charts(record: Any, items: Iterable[Any], charts_dir: Path, *, png: b
 
 
 def _convert(spec: dict, fmt: str, scale: float) -> bytes:
-    import vl_convert as vlc
+    from compilers.charts.renderer import convert
 
-    if fmt == "png":
-        return vlc.vegalite_to_png(spec, scale=scale)
-    return vlc.vegalite_to_svg(spec).encode()
+    return convert(spec, fmt, scale)
 
 
 def _rel(path: Path, charts_dir: Path) -> str:

@@ -54,6 +54,17 @@ def probabilities(out, binary_logit: bool):
     return jax.nn.softmax(out, axis=-1)
 
 
+def probabilities_np(out: np.ndarray, binary_logit: bool) -> np.ndarray:
+    """`probabilities` on the host, in NumPy (float32): no device programs for a final pass."""
+    out = np.asarray(out, np.float32)
+    if binary_logit:
+        with np.errstate(over="ignore"):
+            p = 1.0 / (1.0 + np.exp(-out[..., 0]))
+        return np.stack([1 - p, p], axis=-1).astype(np.float32)
+    z = np.exp(out - out.max(axis=-1, keepdims=True))
+    return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
 def _prf(conf: np.ndarray):
     tp = np.diag(conf)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -1,0 +1,213 @@
+"""Chart images from a child process that starts with the run.
+
+vl-convert runs Vega in an embedded JavaScript engine whose start costs about a second of CPU
+before the first image; converting in the same process puts that second, and every image, on
+the run's critical path, since the engine holds the interpreter while it works. A run that will
+write images starts this child first thing: its engine starts on the other core while the run
+loads data, compiles and trains, and at the end it converts each chart while the run builds the
+next one and writes the report.
+
+Protocol: one JSON object per line each way. The child answers {"ready": true} once its engine
+is warm (not awaited) and then, for each {"id", "spec", "path", "fmt", "scale"}, writes the
+image (temporary name + rename) and answers {"id", "error", "seconds"}.
+
+    python -m compilers.charts.renderer     # the child; needs only vl_convert
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+_TINY = {"data": {"values": [{"a": 1}]}, "mark": "point",
+         "encoding": {"x": {"field": "a", "type": "quantitative"}}, "title": "warm"}
+
+
+def static_spec(spec: dict) -> dict:
+    """The spec as it looks before anyone interacts with it, without its selections.
+
+    An image cannot be hovered, brushed or zoomed, and Vega builds every selection's event
+    streams and signals all the same: without them the learning curves convert in half the time.
+    Every selection is empty in a still image, so a condition on one takes its selected branch
+    when the selection's `empty` is true (the default) and its other branch otherwise; a filter
+    by one keeps every row (empty true) or none; a scale domain from one is the data's own.
+    Parameters that are not selections (sliders, variables) stay.
+    """
+    names: set[str] = set()
+
+    def collect(o):
+        if isinstance(o, dict):
+            params = o.get("params")
+            for p in params if isinstance(params, list) else ():
+                if isinstance(p, dict) and "select" in p and "name" in p:
+                    names.add(p["name"])
+            for k, v in o.items():
+                if k not in _DATA_KEYS:
+                    collect(v)
+        elif isinstance(o, list):
+            for v in o:
+                collect(v)
+
+    collect(spec)
+    if not names:
+        return spec
+
+    def is_sel(c):
+        return isinstance(c, dict) and c.get("param") in names
+
+    def walk(o):
+        if isinstance(o, list):
+            return [w for w in (walk(v) for v in o) if w is not _DROP]
+        if not isinstance(o, dict):
+            return o
+        if "filter" in o and is_sel(o["filter"]):
+            return _DROP if o["filter"].get("empty", True) else {**o, "filter": "false"}
+        out = {}
+        for k, v in o.items():
+            if k in _DATA_KEYS:
+                out[k] = v
+            elif k == "params" and isinstance(v, list):
+                kept = [p for p in v if not (isinstance(p, dict) and p.get("name") in names)]
+                if kept:
+                    out[k] = walk(kept)
+            elif k == "domain" and is_sel(v):
+                continue
+            elif k != "condition":
+                out[k] = walk(v)
+        if "condition" in o:
+            conds = o["condition"] if isinstance(o["condition"], list) else [o["condition"]]
+            kept = []
+            for c in conds:
+                if not is_sel(c):
+                    kept.append(walk(c))
+                elif c.get("empty", True):   # matches every mark: its branch is the value
+                    for key in [k for k in out if k in ("value", "field", "datum", "expr", "type", "scale",
+                                                        "legend", "title", "aggregate", "bin", "timeUnit")]:
+                        del out[key]
+                    out.update({k: walk(v) for k, v in c.items() if k not in ("param", "empty")})
+                    break
+            if kept:
+                out["condition"] = kept if isinstance(o["condition"], list) else kept[0]
+        return out
+
+    return walk(spec)
+
+
+_DROP = object()
+_DATA_KEYS = ("datasets", "data", "values")   # rows, not spec: never walked
+
+
+def convert(spec: dict, fmt: str, scale: float) -> bytes:
+    """An image of the spec as it first appears (static_spec); the spec itself if that fails."""
+    import vl_convert as vlc
+
+    def convert(s):
+        return vlc.vegalite_to_png(s, scale=scale) if fmt == "png" else vlc.vegalite_to_svg(s).encode()
+
+    still = static_spec(spec)
+    if still is spec:
+        return convert(spec)
+    try:
+        return convert(still)
+    except Exception:
+        return convert(spec)
+
+
+class Renderer:
+    """The parent's end: `submit` jobs as charts are built, then `wait` for their answers."""
+
+    def __init__(self):
+        root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        self.proc = subprocess.Popen([sys.executable, "-m", "compilers.charts.renderer"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=root,
+                                     text=True, bufsize=1)
+        self.pending: dict[int, tuple] = {}
+        self._next = 0
+
+    def submit(self, spec: dict, path: Path, fmt: str, scale: float, tag=None) -> bool:
+        """Queues one image; False when the child is gone (the caller converts it itself)."""
+        if self.proc.poll() is not None:
+            return False
+        self._next += 1
+        try:
+            self.proc.stdin.write(json.dumps({"id": self._next, "spec": spec, "path": str(path), "fmt": fmt,
+                                              "scale": scale}, separators=(",", ":")) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            return False
+        self.pending[self._next] = (tag, path, fmt)
+        return True
+
+    def wait(self, timeout: float = 600.0) -> list[tuple]:
+        """[(tag, path, fmt, error or None, seconds)] for every submitted job. A job the child did
+        not answer (it died, or took longer than `timeout` in all) comes back with an error."""
+        out = []
+        deadline = time.monotonic() + timeout
+        while self.pending and time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            job = self.pending.pop(msg.get("id"), None)
+            if job is not None:
+                out.append((*job, msg.get("error"), float(msg.get("seconds", 0.0))))
+        for tag, path, fmt in self.pending.values():
+            out.append((tag, path, fmt, "the image process stopped", 0.0))
+        self.pending.clear()
+        return out
+
+    def close(self) -> None:
+        try:
+            if self.proc.stdin and not self.proc.stdin.closed:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            self.proc.kill()
+            self.proc.wait()
+        finally:
+            if self.proc.stdout:
+                self.proc.stdout.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def _serve() -> None:
+    try:
+        convert(_TINY, "png", 1.0)   # starts the engine and loads the fonts
+    except Exception:
+        pass
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        t0 = time.perf_counter()
+        try:
+            job = json.loads(line)
+        except ValueError:
+            continue
+        error = None
+        try:
+            data = convert(job["spec"], job["fmt"], float(job["scale"]))
+            path = Path(job["path"])
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        except Exception as e:   # the spec is still there; only this image is missing
+            error = f"{job.get('fmt')} failed: {type(e).__name__}: {' '.join(str(e).split())[:280]}"
+        print(json.dumps({"id": job.get("id"), "error": error, "seconds": round(time.perf_counter() - t0, 4)}),
+              flush=True)
+
+
+if __name__ == "__main__":
+    _serve()
