@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import shutil
@@ -31,7 +32,8 @@ def configure_jax() -> None:
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def versions() -> dict:
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
@@ -40,7 +42,12 @@ def versions() -> dict:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
             pass
-    return out
+    return tuple(out.items())
+
+
+def versions() -> dict:
+    """The versions of Python and of the libraries a run used (looked up once per process)."""
+    return dict(_versions())
 
 
 def plan_spec(spec: Spec, cwd: Path):
@@ -128,6 +135,22 @@ def run_group(specs: list[Spec], run_dirs: list[Path], cwd: Path, *, progress: b
 _VALIDATE = os.environ.get("DSL_VALIDATE_CHARTS", "0") == "1"
 
 
+def _preload_altair():
+    """Imports altair (~0.5 s) in a background thread while the model trains: the training loop
+    spends much of its time waiting on the device, when the thread can run."""
+    import threading
+
+    def work():
+        try:
+            import altair  # noqa: F401
+        except Exception:   # the charts import it again and report what is wrong
+            pass
+
+    thread = threading.Thread(target=work, name="dsl-preload-altair", daemon=True)
+    thread.start()
+    return thread
+
+
 def _images(spec: Spec, sweep_job: bool) -> str:
     """report.images with auto resolved: PNGs for a single run, none for a sweep's jobs."""
     images = spec.report.images
@@ -203,6 +226,8 @@ def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sw
     for i in live:
         p = plans[i]
         together.setdefault((repr(p.model.variable_shapes), p.input_shape, tuple(sorted(p.sizes.items()))), []).append(i)
+    drawn = any(specs[i].plots == "auto" or len(specs[i].plots) for i in live)
+    preload = _preload_altair() if primary and drawn else None
     records = {}
     try:
         for members in together.values():
@@ -218,6 +243,8 @@ def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sw
     finally:
         for i in live:
             logs[i].close()
+    if preload is not None:
+        preload.join()
     for i in live:
         record = records[i]
         spec, run_dir, tm = specs[i], run_dirs[i], times[i]
