@@ -32,6 +32,8 @@ class TrainPlan:
     optimizer: Item
     schedule: Item
     with_hist: bool              # score histograms needed (auc)
+    feed: str = "device"         # "device": the training split on the device | "chunks": streamed (see _choose_feed)
+    chunk_rows: int = 0          # rows per chunk (a multiple of batch_size) when feed is "chunks"
 
 
 @dataclass
@@ -69,6 +71,43 @@ def _choose_loop(requested: str, spec: Spec) -> tuple[str, bool]:
 
     walk(spec.model.layers)
     return loop, jax.default_backend() == "cpu" and "conv" in kinds
+
+
+FEED_FRACTION = 0.5   # feed: auto streams chunks when the training split needs more than this share of the device
+CHUNK_BYTES = 32 << 20  # chunk_rows: null gives chunks of about this size (larger ones only cost memory),
+CHUNK_SHARE = 8         # or of 1/CHUNK_SHARE of that share of the device where that is smaller (two are in flight)
+
+
+def _choose_feed(t, n_train: int, batch: int, steps: int, input_shape, input_dtype: str) -> tuple[str, int]:
+    """(feed, chunk_rows). `auto` keeps the training split on the device unless its x and y need more
+    than FEED_FRACTION of the device's memory (`build.device_memory`: an accelerator's limit, the
+    machine's RAM on a CPU, or DSL_DEVICE_MEMORY_BYTES); then each epoch streams it in chunks.
+    A chunk holds whole minibatches; by default about CHUNK_BYTES (less on a device whose memory is
+    small: FEED_FRACTION / CHUNK_SHARE of it), enough that sending it costs little next to training it."""
+    import math
+
+    import numpy as np
+
+    from compilers.model.build import device_memory
+
+    row_bytes = math.prod(input_shape) * np.dtype(input_dtype).itemsize + 4      # x + y (float32 or int32)
+    budget = device_memory()
+    feed = t.feed
+    if feed == "auto":
+        feed = "chunks" if budget is not None and n_train * row_bytes > FEED_FRACTION * budget else "device"
+    if feed == "device":
+        return "device", 0
+    if t.chunk_rows is None:
+        share = min(CHUNK_BYTES, (budget if budget is not None else 2**40) * FEED_FRACTION / CHUNK_SHARE)
+        rows = max(1, int(share // (row_bytes * batch))) * batch
+    else:
+        rows = t.chunk_rows
+        if rows % batch and rows < steps * batch:     # (a chunk holding every row is the whole epoch)
+            lower, upper = rows // batch * batch, -(-rows // batch) * batch
+            sizes = f"{lower} or {upper}" if lower else f"{upper}"
+            raise SpecError("train.chunk_rows", f"{rows} rows per chunk is not a whole number of minibatches "
+                                                f"of {batch} (train.batch_size); use {sizes}")
+    return "chunks", min(rows, steps * batch)
 
 
 def _check_steps(t, steps: int) -> None:
@@ -149,6 +188,7 @@ def compile_spec(spec: Spec, task: str, n_classes: int, input_shape: tuple[int, 
                       patience=es.patience if es is not None else None, loop=loop,
                       optimizer=t.optimizer, schedule=t.schedule,
                       with_hist=any(METRICS.get(m).meta.get("needs_hist") for m in metrics))
+    train.feed, train.chunk_rows = _choose_feed(t, n_train, batch, steps, input_shape, input_dtype)
     if spec.plots == "auto":
         from compilers.charts import auto_items, input_kind
 

@@ -329,7 +329,7 @@ def parse_train(raw: dict) -> Train:
     hints = _hints(Train)
     meta = {f.name: dict(f.metadata) for f in dataclasses.fields(Train)}
     out: dict[str, Any] = {}
-    for key in ("epochs", "batch_size", "precision", "loop"):
+    for key in ("epochs", "batch_size", "precision", "loop", "feed", "chunk_rows"):
         if key in raw:
             out[key] = convert(raw[key], hints[key], f"train.{key}", key, meta[key])
     loss = raw.get("loss", "auto")

@@ -92,6 +92,13 @@ class Train:
     metrics: Any = opt("auto", "metric names, or auto (accuracy for classification, r2 and mae for regression)")
     early_stopping: Optional[EarlyStopping] = opt(default_factory=EarlyStopping, doc="stop when the monitored value stalls")
     checkpoint: Checkpoint = opt(default_factory=Checkpoint, doc="orbax checkpoints")
+    feed: Literal["auto", "device", "chunks"] = opt(
+        "auto", "device: the training split is put on the device once; chunks: each epoch's shuffled rows go "
+                "to the device chunk by chunk (data larger than its memory); auto: chunks when the split's "
+                "x and y exceed half the device's memory")
+    chunk_rows: Optional[int] = opt(
+        None, "rows per chunk with feed: chunks, a multiple of batch_size; null: about 32 MiB of rows "
+              "(at most a sixteenth of the device's memory)", ge=1)
     devices: Any = opt("auto", "auto or a count of devices (data-parallel)")
     precision: Literal["float32", "bfloat16"] = opt("float32", "compute precision")
     loop: Literal["auto", "scan", "step"] = opt(

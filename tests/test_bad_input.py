@@ -196,6 +196,9 @@ CASES = [
     case("metrics_typo.yaml", "metrics_typo.yaml:11 train.metrics[0]: unknown metric", "did you mean 'accuracy'"),
     case("devices_zero.yaml", "devices_zero.yaml:11 train.devices: devices must be a positive integer"),
     case("precision_typo.yaml", "precision_typo.yaml:11 train.precision: precision must be one of"),
+    case("feed_typo.yaml", "feed_typo.yaml:11 train.feed: feed must be one of auto, device, chunks, got 'stream'"),
+    case("chunk_rows_ragged.yaml", "chunk_rows_ragged.yaml:13 train.chunk_rows: 40 rows per chunk is not a whole "
+         "number of minibatches of 16 (train.batch_size); use 32 or 48"),
     # --- plots
     case("plots_scalar.yaml", "plots_scalar.yaml:11 plots: expected auto or a list of chart kinds"),
     case("plot_typo.yaml", "plot_typo.yaml:11 plots[0]: unknown chart kind", "did you mean 'learning_curves'"),

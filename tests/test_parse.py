@@ -356,9 +356,9 @@ def test_null_where_optional_is_accepted():
     (((("train", "checkpoint"), {"every": None}),), "train.checkpoint", "every"),
     (((("train", "early_stopping"), {"monitor": None}),), "train.early_stopping", "monitor"),
     (((("train", "devices"), None),), "train.devices", "devices"),
-    *[(((("train", key), None),), f"train.{key}", key) for key in ("epochs", "batch_size", "precision", "loop")],
+    *[(((("train", key), None),), f"train.{key}", key) for key in ("epochs", "batch_size", "precision", "loop", "feed")],
 ], ids=["seed", "name", "split.test", "dense.features", "dropout.rate", "checkpoint.every",
-        "early_stopping.monitor", "devices", "epochs", "batch_size", "precision", "loop"])
+        "early_stopping.monitor", "devices", "epochs", "batch_size", "precision", "loop", "feed"])
 def test_null_where_not_optional_is_an_error(edits, path, name):
     e = error(spec_with(*edits))
     assert (e.path, e.message) == (path, f"{name} must be set, got null")
@@ -545,7 +545,7 @@ specs = st.one_of(
             "metrics": st.one_of(st.lists(st.sampled_from(reg.METRICS.names()), max_size=3), trees),
             "early_stopping": st.one_of(st.dictionaries(st.sampled_from(_field_names(EarlyStopping)), trees, max_size=3), trees),
             "checkpoint": st.one_of(st.dictionaries(st.sampled_from(_field_names(Checkpoint)), trees, max_size=2), trees),
-            "devices": trees, "precision": trees, "loop": trees}),
+            "devices": trees, "precision": trees, "loop": trees, "feed": trees, "chunk_rows": trees}),
         "plots": st.one_of(st.lists(_items(reg.CHARTS), max_size=3), trees),
     }),
 )
@@ -568,7 +568,8 @@ VALID_SPECS = [
                "optimizer": {"name": "adamw", "lr": 0.01, "weight_decay": 0.1, "clip_norm": 1.0},
                "schedule": {"name": "cosine", "warmup_epochs": 1, "alpha": 0.1},
                "metrics": ["accuracy", "f1"], "early_stopping": {"monitor": "val_loss", "patience": 3, "mode": "min"},
-               "checkpoint": {"every": 1, "keep": 2}, "devices": 1, "precision": "float32", "loop": "scan"},
+               "checkpoint": {"every": 1, "keep": 2}, "devices": 1, "precision": "float32", "loop": "scan",
+               "feed": "chunks", "chunk_rows": 64},
      "plots": ["learning_curves", {"weights": {"layer": "0", "title": "w"}}, {"confusion_matrix": {}}]},
     {"data": {"source": "data/x.csv", "options": {"sep": ";"}, "target": "t",
               "prep": [{"one_hot": {"columns": ["c"]}}, {"log": {"offset": 1.0}}, {"drop_na": ["t"]}]},

@@ -101,7 +101,18 @@ def _count_layers(items: tuple[Item, ...]) -> int:
 
 
 def device_memory() -> int | None:
-    """Bytes of memory of the first device (an accelerator's limit, or the machine's RAM); None if unknown."""
+    """Bytes of memory of the first device (an accelerator's limit, or the machine's RAM); None if unknown.
+
+    DSL_DEVICE_MEMORY_BYTES, when set, is taken instead (tests; a device shared with other work)."""
+    given = os.environ.get("DSL_DEVICE_MEMORY_BYTES", "").strip()
+    if given:
+        try:
+            value = int(float(given))
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise SpecError("DSL_DEVICE_MEMORY_BYTES", f"must be a positive number of bytes, got {given!r}")
+        return value
     import jax
 
     try:

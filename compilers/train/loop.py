@@ -176,13 +176,101 @@ def _take(tree, i: int | None):
     return _TAKE(tree, i)
 
 
-def _device_splits(data, shared: bool = True):
+EVAL_CHUNK_BATCHES = 64   # evaluation batches per transfer to the device (131,072 rows at most)
+
+
+def _splits(data) -> list[str]:
+    return [k for k in ("train", "val", "test") if k in data.x and data.x[k].shape[0] > 0]
+
+
+def _eval_batch(data) -> int:
+    """One evaluation batch size for every split: splits that fit one batch share one compiled evaluation."""
+    from compilers.train.step import eval_batch_size
+
+    return eval_batch_size(max([data.x[k].shape[0] for k in _splits(data)], default=1))
+
+
+def _eval_chunks(x, y, batch: int, rows: int | None = None):
+    """A split's host arrays as device chunks (x, y, w) [batches, batch, ...] of at most `rows` rows
+    (default EVAL_CHUNK_BATCHES batches): a split that fits is one chunk, as it always was; a larger
+    one is never padded or copied whole. Each chunk is sent while the one before is evaluated."""
     import jax
 
-    from compilers.train.step import eval_batch_size, pad_split
+    from compilers.train.step import pad_split
 
-    splits = [k for k in ("train", "val", "test") if k in data.x and data.x[k].shape[0] > 0]
-    return {k: jax.device_put(pad_split(data.x[k], data.y[k], eval_batch_size(data.x[k].shape[0]))) for k in splits}
+    rows = max(batch, (rows or EVAL_CHUNK_BATCHES * batch) // batch * batch)
+    for a in range(0, x.shape[0], rows):
+        yield jax.device_put(pad_split(x[a:a + rows], y[a:a + rows], batch))
+
+
+def _evaluate(fn, params, model_state, x, y, batch: int, *, outputs: bool = False, rows: int | None = None):
+    """Summed statistics of a split (and its outputs [n, ...] on the host when `outputs`), chunk by chunk."""
+    import jax
+
+    total, outs = None, []
+    for xyw in _eval_chunks(x, y, batch, rows):
+        result = fn(params, model_state, *xyw)
+        stats, out = result if outputs else (result, None)
+        stats = jax.device_get(stats)
+        total = stats if total is None else jax.tree_util.tree_map(np.add, total, stats)
+        if outputs:
+            outs.append(np.asarray(out))
+    if not outputs:
+        return total
+    return total, np.concatenate(outs)[: x.shape[0]]
+
+
+class _ChunkFeed:
+    """train.feed: chunks. Each epoch draws the same padded row order as the device feed
+    (`step._padded_batches` with the epoch's key, fetched to the host), gathers it on the host in
+    chunks of whole minibatches, sends each chunk to the device while the previous one trains (the
+    call is asynchronous), trains it with the same compiled steps in order, adds the chunks'
+    statistics (sums) and evaluates the validation split, also in chunks, after the last one. The
+    minibatches are exactly the device feed's, so the models are the same."""
+
+    def __init__(self, programs, plan, data):
+        import jax
+        from functools import partial
+
+        from compilers.train.step import _padded_batches, eval_batch_size
+
+        tp = plan.train
+        self.programs, self.x, self.y = programs, data.x["train"], data.y["train"]
+        self.val = (data.x["val"], data.y["val"]) if "val" in _splits(data) else None
+        self.val_batch = eval_batch_size(self.val[0].shape[0]) if self.val is not None else 0   # as the device feed's
+        self.steps_per_chunk = max(1, tp.chunk_rows // tp.batch_size)
+        self.order = jax.jit(partial(_padded_batches, n=self.x.shape[0], batch=tp.batch_size, shuffle=True))
+        self.add = jax.jit(lambda a, b: jax.tree_util.tree_map(lambda u, v: u + v, a, b))
+
+    def _put(self, idx, w):
+        import jax
+
+        from compilers.data.dataset import aligned_empty
+
+        rows = idx.reshape(-1)
+        xc = aligned_empty((rows.size, *self.x.shape[1:]), self.x.dtype)    # aligned: a CPU uses it in place
+        np.take(self.x, rows, axis=0, out=xc, mode="clip")
+        return jax.device_put((xc, self.y[rows], w))
+
+    def epoch(self, state, key):
+        import jax
+
+        idx, w = jax.device_get(self.order(key))               # [steps, batch] rows and weights
+        k = self.steps_per_chunk
+        total, pending = None, self._put(idx[:k], w[:k])
+        for a in range(0, idx.shape[0], k):
+            xc, yc, wc = pending
+            state, stats, _ = self.programs.train_epoch(state, xc, yc, None, None, weights=wc)
+            del xc, yc, wc, pending
+            if a + k < idx.shape[0]:     # gathered and sent while this chunk trains
+                pending = self._put(idx[a + k:a + 2 * k], w[a + k:a + 2 * k])
+            total = stats if total is None else self.add(total, stats)
+            jax.block_until_ready(stats)   # at most two chunks alive: dispatch runs ahead otherwise
+        vstats = None
+        if self.val is not None:
+            vstats = _evaluate(self.programs.evaluate, state.params, state.model_state, *self.val,
+                               self.val_batch, rows=k * w.shape[1])
+        return state, total, vstats
 
 
 def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: dict | None = None) -> RunRecord:
@@ -252,21 +340,26 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
     def stack(arrays):
         return np.stack(arrays) if vm and not shared_data else arrays[0]
 
-    train_xy = (jax.device_put(stack([d.x["train"] for d in datas])), jax.device_put(stack([d.y["train"] for d in datas])))
+    # train.feed (planned in compilers/plan.py): the training split on the device once, or streamed in
+    # chunks. A vmapped group, and a run of several processes, are always fed from the device.
+    chunks = _ChunkFeed(programs, plan0, datas[0]) if tp.feed == "chunks" and not vm and jax.process_count() == 1 \
+        else None
+    train_xy = None if chunks else (jax.device_put(stack([d.x["train"] for d in datas])),
+                                    jax.device_put(stack([d.y["train"] for d in datas])))
     has_val = "val" in datas[0].x and datas[0].x["val"].shape[0] > 0
     val = None
-    if has_val:
+    if has_val and chunks is None:
         vb = eval_batch_size(datas[0].x["val"].shape[0])
         padded = [pad_split(d.x["val"], d.y["val"], vb) for d in datas]
         val = jax.device_put(tuple(stack([p[j] for p in padded]) for j in range(3)))
     seeds = [p.spec.seed for p in plans]
     hps = [hyperparams(p) for p in plans]
+    # seeds as host arrays: the epoch's key is made inside one small program (fold below)
+    keys0 = np.asarray(seeds, np.int32) if vm else np.int32(seeds[0])
     if vm:
-        state = programs.init(jnp.asarray(seeds, jnp.int32), jax.tree_util.tree_map(lambda *v: jnp.asarray(v), *hps))
-        keys0 = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.int32))
+        state = programs.init(keys0, jax.tree_util.tree_map(lambda *v: np.asarray(v), *hps))
     else:
-        state = programs.init(jnp.int32(seeds[0]), hps[0])
-        keys0 = jax.random.key(seeds[0])
+        state = programs.init(keys0, hps[0])
     # each model's own learning rate at the end of each epoch, computed once
     ends = np.arange(1, tp.epochs + 1) * tp.steps_per_epoch - 1
     unit_lr = _schedule_at(programs.unit_schedule, ends)
@@ -276,7 +369,10 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
     label = plan0.spec.name if not vm else f"{plan0.spec.name} x{M}"
     bar = _Progress(tp.epochs, label, tp.monitor, progress)
     copy = jax.jit(lambda t: jax.tree_util.tree_map(jnp.copy, t))
-    fold = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)) if vm else jax.random.fold_in)
+    def epoch_key(seed, epoch):
+        return jax.random.fold_in(jax.random.key(seed), epoch)
+
+    fold = jax.jit(jax.vmap(epoch_key, in_axes=(0, None)) if vm else epoch_key)
     select = jax.jit(lambda mask, new, old: jax.tree_util.tree_map(
         lambda a, b: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b), new, old))
     best = copy((state.params, state.model_state)) if vm and any(t.restore_best for t in trackers) else None
@@ -335,7 +431,10 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
                     break
                 e0 = time.perf_counter()
                 keys = fold(keys0, epoch)
-                state, stats, vstats = programs.train_epoch(state, *train_xy, keys, val)
+                if chunks is not None:
+                    state, stats, vstats = chunks.epoch(state, keys)
+                else:
+                    state, stats, vstats = programs.train_epoch(state, *train_xy, keys, val)
                 if step_module.PROBES:
                     hists.append(programs.weight_hist(state.params, edges))  # on the device, [(M,) layers, bins]
                 stats, vstats = jax.device_get((stats, vstats))
@@ -394,6 +493,8 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
             times[i]["members"] = M
         records.append(_finish(plan, data, single, params, ms, tr, member_hists, _take(edges, i if vm else None),
                                times[i]))
+        records[-1].summary["feed"] = ({"kind": "chunks", "chunk_rows": tp.chunk_rows} if chunks is not None
+                                       else {"kind": "device"})
         ckpts[i].close()
     return records
 
@@ -412,17 +513,17 @@ def _finish(plan, data, programs, final_params, final_ms, tr: Tracker, hist_coun
     """Final evaluation of every split with the final (or best) parameters, the probes, the record."""
     import jax
 
-    from compilers.train.metrics import probabilities
+    from compilers.train.metrics import probabilities_np
     from compilers.train.probes import activation_summary, collect, data_sample, decision_grid
 
     spec, tp = plan.spec, plan.train
     e0 = time.perf_counter()
-    dev = _device_splits(data)
+    dev, batch = _splits(data), _eval_batch(data)
     final, outputs = {}, {}
-    for split, xyw in dev.items():
-        stats, out = jax.device_get(programs.evaluate_predict(final_params, final_ms, *xyw))
+    for split in dev:
+        stats, outputs[split] = _evaluate(programs.evaluate_predict, final_params, final_ms, data.x[split],
+                                          data.y[split], batch, outputs=True)
         final[split] = _metrics_of(stats, tp.metrics)
-        outputs[split] = np.asarray(out)[: data.x[split].shape[0]]
     predictions = {}
     for split in ("test", "val"):
         if split not in dev:
@@ -430,7 +531,7 @@ def _finish(plan, data, programs, final_params, final_ms, tr: Tracker, hist_coun
         out = outputs[split]
         entry = {"y_true": np.asarray(data.y[split])}
         if plan.task == "classification":
-            proba = np.asarray(probabilities(out, tp.binary_logit))
+            proba = probabilities_np(out, tp.binary_logit)
             entry.update(y_pred=proba.argmax(-1).astype(np.int32), proba=proba.astype(np.float32))
         else:
             entry["y_pred"] = np.asarray(out[..., 0], dtype=np.float32)

@@ -37,7 +37,9 @@ class TrainState:
 @dataclass
 class Programs:
     init: Callable         # (seed, hyperparams) -> TrainState
-    train_epoch: Callable  # (state, X, Y, key, val) -> (state, stats, val_stats | None)  [state donated]
+    train_epoch: Callable  # (state, X, Y, key, val) -> (state, stats, val_stats | None)  [state donated];
+    #                        with weights= [steps, batch] (one model): X, Y hold a chunk's rows in order
+    #                        (steps * batch of them; key and val unused) -> (state, stats, None)
     evaluate: Callable     # (params, model_state, X, Y, W) -> stats, on pad_split batches [jitted]
     evaluate_predict: Callable  # (params, model_state, X, Y, W) -> (stats, outputs [batches*batch, ...])
     schedule: Callable     # step -> learning rate
@@ -233,7 +235,18 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
         epoch_program_noval = jax.jit(vm(lambda s, X, Y, k: one_epoch(s, X, Y, k, None), (0, d, d, 0)),
                                       donate_argnums=0)
 
-        def train_epoch(state, X, Y, key, val):
+        def one_chunk(state, X, Y, W):
+            # A chunk of the epoch (train.feed: chunks): its rows already in order, whole minibatches.
+            steps = W.shape[0]
+            xb, yb = X.reshape(steps, batch, *X.shape[1:]), Y.reshape(steps, batch, *Y.shape[1:])
+            state, stats = jax.lax.scan(lambda s, b: train_step(s, *b), state, (xb, yb, W))
+            return state, jax.tree_util.tree_map(lambda s: s.sum(0), stats)
+
+        chunk_program = jax.jit(one_chunk, donate_argnums=0)
+
+        def train_epoch(state, X, Y, key, val, weights=None):
+            if weights is not None:
+                return (*chunk_program(state, X, Y, weights), None)
             return epoch_program(state, X, Y, key, val) if val is not None else epoch_program_noval(state, X, Y, key)
     else:
         # One jitted call per minibatch: XLA:CPU compiles convolutions inside scan to a slow path.
@@ -248,9 +261,14 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
                                  (0, d, d, 0, 0)))
         zero = None
 
-        def train_epoch(state, X, Y, key, val):
+        def train_epoch(state, X, Y, key, val, weights=None):
             nonlocal zero
-            idx, w = batches(key)
+            if weights is not None:   # a chunk (train.feed: chunks): X's rows in order, whole minibatches
+                steps = weights.shape[0]
+                idx, w = jnp.arange(steps * batch).reshape(steps, batch), weights
+                val = None
+            else:
+                idx, w = batches(key)
             if zero is None:
                 shapes = jax.eval_shape(stats_shape, state, X, Y, idx, w)
                 zero = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
