@@ -66,9 +66,9 @@ def _init_shapes(net, input_shape: tuple[int, ...], items: tuple[Item, ...], hea
     import jax.numpy as jnp
 
     x = jax.ShapeDtypeStruct((2, *input_shape), jnp.dtype(dtype))
-    rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
-    try:
-        return jax.eval_shape(lambda: net.init(rngs, jnp.zeros(x.shape, x.dtype), train=False,
+    try:   # the keys are made inside eval_shape too: nothing runs on the device
+        return jax.eval_shape(lambda: net.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
+                                               jnp.zeros(x.shape, x.dtype), train=False,
                                                capture_intermediates=True))
     except LayerError as e:
         item, note = _item_at(items, e.index)

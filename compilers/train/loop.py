@@ -21,9 +21,23 @@ def _metrics_of(stats: dict, metrics: tuple[str, ...], prefix: str = "") -> dict
     return row
 
 
+_SCHEDULES: dict = {}
+
+
 def _schedule_at(schedule, steps: np.ndarray) -> np.ndarray:
-    """The learning rate at each step, in one vectorised call (constant schedules return a scalar)."""
-    return np.broadcast_to(np.asarray(schedule(steps), dtype=np.float64), steps.shape).copy()
+    """The learning rate at each step, in one compiled call (optax schedules are jnp functions:
+    called on an array outside jit, each of their operations would compile on its own). The
+    steps are padded to a power of two from 2048, so that a run's calls share one program."""
+    import jax
+
+    steps = np.asarray(steps, np.int64)
+    n = max(2048, 1 << max(int(steps.size) - 1, 0).bit_length())
+    padded = np.zeros(n, np.int32)
+    padded[: steps.size] = steps
+    fn = _SCHEDULES.get(id(schedule))
+    if fn is None or fn[0] is not schedule:
+        fn = _SCHEDULES[id(schedule)] = (schedule, jax.jit(lambda s: jax.numpy.broadcast_to(schedule(s), s.shape)))
+    return np.asarray(fn[1](padded), dtype=np.float64)[: steps.size].copy()
 
 
 def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
