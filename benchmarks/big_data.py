@@ -1,11 +1,16 @@
 """Big data: a generated CSV of --rows x --cols (default 1,000,000 x 50, float32 values and a binary
-target) trained by a small MLP, in a child process whose peak memory is measured. Run by hand:
+target) trained by a small MLP, in a child process whose peak memory is measured, once per
+`train.feed` (device: the training split put on the device once; chunks: streamed in chunks of
+--chunk-rows, default the language's own choice). Run by hand:
 
-    python benchmarks/big_data.py                      # 1,000,000 x 50, 2 epochs
-    python benchmarks/big_data.py --rows 200000 --epochs 1
+    python benchmarks/big_data.py                      # 1,000,000 x 50, 2 epochs, both feeds
+    python benchmarks/big_data.py --rows 200000 --epochs 1 --feed chunks --chunk-rows 65536
+    python benchmarks/big_data.py --csv /tmp/big.csv   # reuse (or keep) the generated file
 
-Prints: the CSV's size, load time (read + split + prep, summary.json's data_s), training samples/s,
-whole-run wall time, and peak RSS against the float32 size of the data (the goal: at most 3x).
+Prints per feed: the CSV's size, load time (read + split + prep, summary.json's data_s), training
+samples/s, whole-run wall time, test accuracy, and the child's peak RSS against the float32 size of
+the data (the goal: at most 3x), also less the peak of the same run on --baseline-rows rows (what
+a run costs whatever its data: Python, JAX, XLA's compiled programs, charts).
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -58,39 +62,81 @@ def write_csv(path: Path, rows: int, cols: int) -> None:
             np.savetxt(f, block, delimiter=",", fmt=["%.4f"] * cols + ["%d"])
 
 
+def run(spec: Path, work: Path, name: str, overrides: list[str]) -> tuple[dict, float, int]:
+    """(summary.json, wall seconds, peak RSS bytes) of one child run; the peak is the child's own
+    (os.wait4), not the largest of all children so far."""
+    env = {**os.environ, "DSL_CACHE_DIR": str(work / "cache"), "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
+    run_dir = work / name
+    log = work / f"{name}.log"
+    t = time.perf_counter()
+    with open(log, "w") as out:
+        child = subprocess.Popen([sys.executable, "-m", "dsl", "run", f"conf={spec}", f"hydra.run.dir={run_dir}",
+                                  *overrides], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - t
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(log.read_text()[-3000:])
+    return json.loads((run_dir / "summary.json").read_text()), wall, usage.ru_maxrss * 1024   # Linux: KiB
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--cols", type=int, default=50)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--feed", choices=["device", "chunks", "both"], default="both")
+    ap.add_argument("--chunk-rows", type=int, default=None, help="train.chunk_rows with --feed chunks (default: null)")
+    ap.add_argument("--baseline-rows", type=int, default=2000, help="rows of the small run whose peak is subtracted (0: none)")
+    ap.add_argument("--csv", type=Path, default=None, help="use this CSV if it exists, else write it there and keep it")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dsl-big-"))
-    csv = work / "big.csv"
-    t = time.perf_counter()
-    write_csv(csv, args.rows, args.cols)
-    print(f"wrote {csv} ({csv.stat().st_size / 2**20:,.0f} MiB) in {time.perf_counter() - t:.1f} s", flush=True)
-    spec = work / "big.yaml"
-    spec.write_text(SPEC.format(csv=csv, epochs=args.epochs))
-    env = {**os.environ, "DSL_CACHE_DIR": str(work / "cache"), "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
-    t = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "dsl", "run", f"conf={spec}", f"hydra.run.dir={work / 'run'}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t
-    if done.returncode != 0:
-        raise SystemExit(done.stderr[-3000:])
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024      # Linux: KiB
-    summary = json.loads((work / "run" / "summary.json").read_text())
-    times = summary["times"]
-    n_train = summary["data"]["sizes"]["train"]
-    data_bytes = args.rows * (args.cols + 1) * 4
-    train_s = max(times["train_s"] - times.get("compile_s", 0.0), 1e-9)
-    rate = n_train * max(args.epochs - 1, 1) / train_s if args.epochs > 1 else n_train / times["train_s"]
-    result = {"rows": args.rows, "cols": args.cols, "csv_mib": round(csv.stat().st_size / 2**20, 1),
-              "float32_mib": round(data_bytes / 2**20, 1), "load_s": times["data_s"], "plan_s": times["plan_s"],
-              "train_s": times["train_s"], "samples_per_s_after_first_epoch": round(rate),
-              "wall_s": round(wall, 1), "peak_rss_mib": round(peak / 2**20, 1),
-              "peak_over_float32": round(peak / data_bytes, 2), "test_accuracy": summary["metrics"]["test"]["accuracy"]}
-    print(json.dumps(result, indent=1))
+    try:
+        csv = args.csv or work / "big.csv"
+        if not csv.exists():
+            t = time.perf_counter()
+            write_csv(csv, args.rows, args.cols)
+            print(f"wrote {csv} ({csv.stat().st_size / 2**20:,.0f} MiB) in {time.perf_counter() - t:.1f} s", flush=True)
+        spec = work / "big.yaml"
+        spec.write_text(SPEC.format(csv=csv, epochs=args.epochs))
+        data_bytes = args.rows * (args.cols + 1) * 4
+        base = 0
+        if args.baseline_rows:
+            small = work / "small.csv"
+            write_csv(small, args.baseline_rows, args.cols)
+            (work / "small.yaml").write_text(SPEC.format(csv=small, epochs=args.epochs))
+            _, _, base = run(work / "small.yaml", work, "small", [])
+        feeds = ["device", "chunks"] if args.feed == "both" else [args.feed]
+        results = []
+        for feed in feeds:
+            overrides = [f"train.feed={feed}"]
+            if feed == "chunks" and args.chunk_rows:
+                overrides.append(f"train.chunk_rows={args.chunk_rows}")
+            summary, wall, peak = run(spec, work, f"run_{feed}", overrides)
+            times = summary["times"]
+            n_train = summary["data"]["sizes"]["train"]
+            train_s = max(times["train_s"] - times.get("compile_s", 0.0), 1e-9)
+            rate = n_train * max(args.epochs - 1, 1) / train_s if args.epochs > 1 else n_train / times["train_s"]
+            result = {"feed": summary.get("feed", {"kind": feed}), "rows": args.rows, "cols": args.cols,
+                      "csv_mib": round(csv.stat().st_size / 2**20, 1), "float32_mib": round(data_bytes / 2**20, 1),
+                      "load_s": times["data_s"], "plan_s": times["plan_s"], "compile_s": times.get("compile_s"),
+                      "train_s": times["train_s"], "samples_per_s_after_first_epoch": round(rate),
+                      "wall_s": round(wall, 1), "peak_rss_mib": round(peak / 2**20, 1),
+                      "peak_over_float32": round(peak / data_bytes, 2),
+                      "test_accuracy": summary["metrics"]["test"]["accuracy"]}
+            if base:
+                result.update(baseline_peak_mib=round(base / 2**20, 1),
+                              peak_less_baseline_over_float32=round((peak - base) / data_bytes, 2))
+            results.append(result)
+            print(json.dumps(result, indent=1), flush=True)
+    finally:
+        keep = args.csv is not None
+        for p in sorted(work.rglob("*"), reverse=True):
+            if keep and p == csv:
+                continue
+            p.unlink() if p.is_file() or p.is_symlink() else p.rmdir()
+        if not keep or csv.parent != work:
+            work.rmdir()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ set as the frame path, from float32 blocks, in about the float32 size of the tab
 from __future__ import annotations
 
 import json
-import tracemalloc
 from pathlib import Path
 
 import numpy as np

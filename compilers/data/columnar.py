@@ -25,7 +25,6 @@ float64 mean (`_shifts`); tests/test_columnar.py compares the two paths.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -445,7 +444,7 @@ def load_columnar(spec, cwd: Path) -> Dataset | None:
     """The Dataset of a numeric CSV or Parquet source, or None when the frame path must load it."""
     import pandas as pd
 
-    from compilers.data.load import classes_and_split, label_strings, resolve_shape
+    from compilers.data.load import classes_and_split, resolve_shape
 
     if not eligible(spec):
         return None
