@@ -80,8 +80,8 @@ MODELS = {
     "wide": {
         "title": "160,000 x 100 synthetic MLP 512-512",
         "spec": {"name": "bench", "seed": 0,
-                 "data": {"source": {"name": "blobs", "n_samples": 200000, "n_features": 100, "centers": 2,
-                                     "noise": 8.0},
+                 "data": {"source": "blobs", "options": {"n_samples": 200000, "n_features": 100, "centers": 2,
+                                                          "noise": 8.0},
                           "split": {"test": 0.2, "val": 0.0}},
                  "model": {"layers": [{"dense": 512}, "relu", {"dense": 512}, "relu"]},
                  "train": {"batch_size": 256, "optimizer": {"name": "adam", "lr": 1e-3}}, "plots": []},

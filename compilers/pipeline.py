@@ -167,8 +167,8 @@ def _start_renderer(specs, results, sweep_job: bool):
     from compilers.charts.renderer import Renderer
 
     try:
-        return Renderer()
-    except OSError:
+        return Renderer(processes=int(os.environ.get("DSL_IMAGE_PROCESSES", "0") or 0) or None)
+    except (OSError, ValueError):
         return None
 
 

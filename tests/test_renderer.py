@@ -34,7 +34,7 @@ def test_the_child_writes_images_and_answers_each_job(tmp_path):
     assert answers["b"][2].startswith("png failed:") and "\n" not in answers["b"][2]
     assert not (tmp_path / "b.png").exists() and not list(tmp_path.glob("*.tmp"))
     assert answers["c"][2] is None and (tmp_path / "c.svg").read_text().lstrip().startswith("<svg")
-    assert r.proc.poll() is not None   # closed with the context
+    assert all(c.proc.poll() is not None for c in r.children)   # closed with the context
 
 
 def test_render_charts_through_the_child_matches_in_process(tmp_path):
@@ -58,12 +58,30 @@ def test_render_charts_through_the_child_matches_in_process(tmp_path):
                 assert struct.unpack(">II", a[16:24]) == struct.unpack(">II", b[16:24])
 
 
+def test_a_child_that_dies_mid_job_fails_only_its_jobs(tmp_path):
+    """Two children; one is killed with a job in hand: that job comes back with an error at once
+    (no waiting for a timeout), the other child's job is written."""
+    from compilers.charts.renderer import Renderer
+
+    with Renderer(processes=2) as r:
+        assert len(r.children) == 2
+        assert r.submit(BAR, tmp_path / "a.png", "png", 1.0, tag="a")   # to the first (least loaded)
+        assert r.submit(BAR, tmp_path / "b.png", "png", 1.0, tag="b")   # to the second
+        victim = r.pending[1][3]
+        victim.proc.kill()
+        answers = {tag: error for tag, _, _, error, _ in r.wait(timeout=120)}
+    assert set(answers) == {"a", "b"}
+    assert answers["b"] is None and (tmp_path / "b.png").read_bytes().startswith(PNG)
+    assert answers["a"] in (None, "the image process stopped")   # it may have finished before the kill
+
+
 def test_a_dead_child_falls_back_to_converting_in_process(tmp_path):
     from compilers.charts.render import render_charts
     from compilers.charts.renderer import Renderer
     r = Renderer()
-    r.proc.kill()
-    r.proc.wait()
+    for child in r.children:
+        child.proc.kill()
+        child.proc.wait()
     out = render_charts(classification_record(3), items_of(["confusion_matrix"]), tmp_path / "charts", renderer=r)
     r.close()
     assert out[0].files == ["charts/confusion_matrix.vl.json", "charts/confusion_matrix.png"]

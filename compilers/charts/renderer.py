@@ -117,56 +117,40 @@ def convert(spec: dict, fmt: str, scale: float) -> bytes:
         return convert(spec)
 
 
-class Renderer:
-    """The parent's end: `submit` jobs as charts are built, then `wait` for their answers."""
+class _Child:
+    def __init__(self, env: dict, cwd: str, answers: "queue.Queue"):
+        import threading
 
-    def __init__(self):
-        root = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
         self.proc = subprocess.Popen([sys.executable, "-m", "compilers.charts.renderer"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=root,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=cwd,
                                      text=True, bufsize=1)
-        self.pending: dict[int, tuple] = {}
-        self._next = 0
+        self.load = 0   # bytes of spec sent: a stand-in for the work queued
+        self.reader = threading.Thread(target=self._read, args=(answers,), daemon=True)
+        self.reader.start()
 
-    def submit(self, spec: dict, path: Path, fmt: str, scale: float, tag=None) -> bool:
-        """Queues one image; False when the child is gone (the caller converts it itself)."""
+    def _read(self, answers) -> None:
+        try:
+            for line in self.proc.stdout:
+                try:
+                    answers.put(json.loads(line))
+                except ValueError:
+                    continue
+        except (OSError, ValueError):
+            pass
+        answers.put({"gone": self})
+
+    def send(self, text: str) -> bool:
         if self.proc.poll() is not None:
             return False
-        self._next += 1
         try:
-            self.proc.stdin.write(json.dumps({"id": self._next, "spec": spec, "path": str(path), "fmt": fmt,
-                                              "scale": scale}, separators=(",", ":")) + "\n")
+            self.proc.stdin.write(text)
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError, ValueError):
             return False
-        self.pending[self._next] = (tag, path, fmt)
+        self.load += len(text)
         return True
 
-    def wait(self, timeout: float = 600.0) -> list[tuple]:
-        """[(tag, path, fmt, error or None, seconds)] for every submitted job. A job the child did
-        not answer (it died, or took longer than `timeout` in all) comes back with an error."""
-        out = []
-        deadline = time.monotonic() + timeout
-        while self.pending and time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            job = self.pending.pop(msg.get("id"), None)
-            if job is not None:
-                out.append((*job, msg.get("error"), float(msg.get("seconds", 0.0))))
-        for tag, path, fmt in self.pending.values():
-            out.append((tag, path, fmt, "the image process stopped", 0.0))
-        self.pending.clear()
-        return out
-
     def close(self) -> None:
-        """Stops the child at once: every job it took has been answered (its file written first),
-        and waiting for its JavaScript engine to wind down would only add to the run's time."""
         try:
             if self.proc.stdin and not self.proc.stdin.closed:
                 self.proc.stdin.close()
@@ -175,8 +159,75 @@ class Renderer:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        self.reader.join(timeout=5)
         if self.proc.stdout:
             self.proc.stdout.close()
+
+
+class Renderer:
+    """The parent's end: `submit` jobs as charts are built, then `wait` for their answers.
+
+    `processes` children (default: 2 where there are 2 or more CPUs): each job goes to the one with
+    the least work queued, so the images of the last charts convert side by side."""
+
+    def __init__(self, processes: int | None = None):
+        import queue
+
+        root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        n = processes or max(1, min(2, os.cpu_count() or 1))
+        self.answers: queue.Queue = queue.Queue()
+        self.children = [_Child(env, root, self.answers) for _ in range(n)]
+        self.pending: dict[int, tuple] = {}
+        self._next = 0
+
+    @property
+    def proc(self):   # the first child (tests)
+        return self.children[0].proc
+
+    def submit(self, spec: dict, path: Path, fmt: str, scale: float, tag=None) -> bool:
+        """Queues one image; False when every child is gone (the caller converts it itself)."""
+        self._next += 1
+        text = json.dumps({"id": self._next, "spec": spec, "path": str(path), "fmt": fmt, "scale": scale},
+                          separators=(",", ":")) + "\n"
+        for child in sorted(self.children, key=lambda c: c.load):
+            if child.send(text):
+                self.pending[self._next] = (tag, path, fmt, child)
+                return True
+        return False
+
+    def wait(self, timeout: float = 600.0) -> list[tuple]:
+        """[(tag, path, fmt, error or None, seconds)] for every submitted job. A job no child
+        answered (they died, or took longer than `timeout` in all) comes back with an error."""
+        import queue
+
+        out = []
+        gone = 0
+        deadline = time.monotonic() + timeout
+        while self.pending and gone < len(self.children):
+            try:
+                msg = self.answers.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if "gone" in msg:   # a child ended: the jobs it had are not coming
+                gone += 1
+                for key in [k for k, job in self.pending.items() if job[3] is msg["gone"]]:
+                    tag, path, fmt, _ = self.pending.pop(key)
+                    out.append((tag, path, fmt, "the image process stopped", 0.0))
+                continue
+            job = self.pending.pop(msg.get("id"), None)
+            if job is not None:
+                out.append((*job[:3], msg.get("error"), float(msg.get("seconds", 0.0))))
+        for tag, path, fmt, _ in self.pending.values():
+            out.append((tag, path, fmt, "the image process stopped", 0.0))
+        self.pending.clear()
+        return out
+
+    def close(self) -> None:
+        """Stops the children at once: every job they took has been answered (its file written
+        first), and waiting for their JavaScript engines to wind down would only add to the time."""
+        for child in self.children:
+            child.close()
 
     def __enter__(self):
         return self
