@@ -21,9 +21,15 @@ def _exit(code) -> None:
         print(code, file=sys.stderr)
         code = 1
     try:
-        for thread in threading.enumerate():   # what the interpreter would wait for at exit
-            if thread is not threading.main_thread() and not thread.daemon:
-                thread.join()
+        # what the interpreter does at exit, in its order: threading's exit callbacks (they shut
+        # down worker pools such as joblib's), then a wait for non-daemon threads, then atexit's
+        shutdown = getattr(threading, "_shutdown", None)
+        if shutdown is not None:
+            shutdown()
+        else:
+            for thread in threading.enumerate():
+                if thread is not threading.main_thread() and not thread.daemon:
+                    thread.join()
         atexit._run_exitfuncs()
     finally:
         for stream in (sys.stdout, sys.stderr):

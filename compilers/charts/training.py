@@ -231,7 +231,8 @@ def gradients(record, options: GradientsOptions):
     grads = {str(k): np.asarray(v, dtype=float).ravel() for k, v in (record.gradients or {}).items()}
     grads = {k: v for k, v in grads.items() if v.size}
     if not grads:
-        raise ChartSkip("the run recorded no gradient norms")
+        raise ChartSkip("the run recorded no gradient norms (a run records them when its plots include "
+                        "gradients, as plots: auto does)")
     have = sorted(grads, key=index_key)
     wanted, notes = pick_layers(have, options.layers, "gradient norms", 20)
     n = max(len(grads[k]) for k in wanted)

@@ -554,7 +554,8 @@ def _finish(plan, data, programs, final_params, final_ms, tr: Tracker, hist_coun
     weight_histograms = {} if hist_counts is None else {
         layer: {"counts": np.asarray(hist_counts[:, i]), "edges": np.asarray(hist_edges[i])}
         for i, layer in enumerate(programs.grad_layers)}
-    gradients = {layer: np.asarray([g[i] for g in tr.grad_norms]) for i, layer in enumerate(programs.grad_layers)}
+    gradients = {layer: np.asarray([g[i] for g in tr.grad_norms]) for i, layer in enumerate(programs.grad_layers)
+                 if tr.grad_norms and tr.grad_norms[0].size}
     probe_split = next(s for s in ("val", "test", "train") if s in dev)
     activations = activation_summary(plan.model.net, final_params, final_ms, data.x[probe_split],
                                      np.ones(data.x[probe_split].shape[0]))

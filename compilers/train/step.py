@@ -129,6 +129,11 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
     n_train, batch = plan.sizes["train"], tp.batch_size
     # top-level layers that have parameters, in layer order: "layers_0", "layers_3", ...
     layer_keys = sorted((plan.model.variable_shapes or {}).get("params", {}), key=lambda k: int(k.split("_")[1]))
+    # Each layer's gradient norm, per step, for the `gradients` chart: only when the run draws it
+    # (a few % of a small model's step). A vmapped group computes it for every member (their
+    # plots may differ; the program is one).
+    grad_norms = PROBES and bool(layer_keys) and (members is not None or any(
+        getattr(c, "kind", None) == "gradients" for c in plan.charts))
 
     def init(seed, hparams):
         key = jax.random.key(seed)
@@ -186,8 +191,8 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
             return loss, (out, model_state)
 
         (loss, (out, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        grad_norm = (jnp.stack([optax.tree.norm(grads[k]) for k in layer_keys]) if layer_keys and PROBES
-                     else jnp.zeros(len(layer_keys)))
+        grad_norm = (jnp.stack([optax.tree.norm(grads[k]) for k in layer_keys]) if grad_norms
+                     else jnp.zeros((0,), jnp.float32))
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         stats = stats_of(jax.lax.stop_gradient(out), y, w)
