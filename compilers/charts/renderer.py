@@ -1,11 +1,12 @@
-"""Chart images from a child process that starts with the run.
+"""Chart images from child processes that start with the run.
 
 vl-convert runs Vega in an embedded JavaScript engine whose start costs about a second of CPU
 before the first image; converting in the same process puts that second, and every image, on
 the run's critical path, since the engine holds the interpreter while it works. A run that will
-write images starts this child first thing: its engine starts on the other core while the run
-loads data, compiles and trains, and at the end it converts each chart while the run builds the
-next one and writes the report.
+write images starts its children first thing (two where there are two CPUs): their engines start
+while the run loads data, compiles and trains, and at the end they convert each chart, side by
+side, while the run builds the next one and writes the report. Images are drawn from the chart
+without its selections (`static_spec`).
 
 Protocol: one JSON object per line each way. The child answers {"ready": true} once its engine
 is warm (not awaited) and then, for each {"id", "spec", "path", "fmt", "scale"}, writes the
@@ -180,10 +181,6 @@ class Renderer:
         self.children = [_Child(env, root, self.answers) for _ in range(n)]
         self.pending: dict[int, tuple] = {}
         self._next = 0
-
-    @property
-    def proc(self):   # the first child (tests)
-        return self.children[0].proc
 
     def submit(self, spec: dict, path: Path, fmt: str, scale: float, tag=None) -> bool:
         """Queues one image; False when every child is gone (the caller converts it itself)."""
