@@ -30,7 +30,7 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_weights():
     programs = make_programs(plan)
     state = programs.init(jnp.int32(0), hyperparams(plan))
     X, Y = jnp.asarray(data.x["train"]), jnp.asarray(data.y["train"])
-    hlo = jax.jit(programs.train_epoch).lower(state, X, Y, jax.random.key(0), None).as_text()
+    hlo = programs.lower_epoch(state, X, Y, jax.random.key(0), None).as_text()
     assert "bf16" in hlo                                   # the network runs in bfloat16 ...
     state, stats, _ = programs.train_epoch(state, X, Y, jax.random.key(0), None)
     for leaf in jax.tree_util.tree_leaves(state.params):   # ... its weights stay float32
@@ -39,7 +39,7 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_weights():
     _, plan32 = _plan()
     programs32 = make_programs(plan32)
     s32 = programs32.init(jnp.int32(0), hyperparams(plan32))
-    assert "bf16" not in jax.jit(programs32.train_epoch).lower(s32, X, Y, jax.random.key(0), None).as_text()
+    assert "bf16" not in programs32.lower_epoch(s32, X, Y, jax.random.key(0), None).as_text()
 
 
 def test_bfloat16_learns_iris_about_as_well_as_float32(tmp_path):

@@ -23,7 +23,7 @@ def _epoch(*overrides):
     programs = make_programs(plan)
     state = programs.init(np.int32(0), hyperparams(plan))
     X, Y = jax.device_put(data.x["train"]), jax.device_put(data.y["train"])
-    text = jax.jit(programs.train_epoch).lower(state, X, Y, jax.random.key(0), None).as_text()
+    text = programs.lower_epoch(state, X, Y, jax.random.key(0), None).as_text()
     _, stats, _ = programs.train_epoch(state, X, Y, jax.random.key(0), None)
     return programs, jax.device_get(stats), text
 

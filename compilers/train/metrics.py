@@ -16,8 +16,13 @@ AUC_BINS = 512      # score histogram resolution for auc (one-vs-rest, per class
 AUC_LOGIT = 12.0    # bins are even in log-odds over [-12, 12]: confident scores stay apart
 
 
-def batch_stats(out, y, w, task: str, n_classes: int, binary_logit: bool, with_hist: bool):
-    """Device-side sums for one batch. out: model outputs [B, n_out]; w: [B] weights (0 = padding)."""
+def batch_stats(out, y, w, task: str, n_classes: int, binary_logit: bool, with_hist: bool,
+                deferred: bool = False):
+    """Device-side sums for one batch. out: model outputs [B, n_out]; w: [B] weights (0 = padding).
+
+    With `deferred` (a scanned epoch), a classifier's batch gives its predicted classes ("pred",
+    [B] int32) in place of the confusion matrix, and `finish_stats` makes the matrix from all of
+    the epoch's predictions at once: one matrix product per epoch rather than per step."""
     import jax
     import jax.numpy as jnp
 
@@ -27,11 +32,8 @@ def batch_stats(out, y, w, task: str, n_classes: int, binary_logit: bool, with_h
         return {"n": w.sum(), "err": (w * e).sum(), "abs": (w * jnp.abs(e)).sum(),
                 "sq": (w * e * e).sum(), "y": (w * y).sum(), "y2": (w * y * y).sum()}
     proba = probabilities(out, binary_logit)
-    pred = jnp.argmax(proba, axis=-1)
-    # one-hot products rather than a scatter-add: XLA:CPU runs a scatter serially, a matmul fast
-    true_1h = jax.nn.one_hot(y, n_classes, dtype=jnp.float32) * w[:, None]
-    conf = true_1h.T @ jax.nn.one_hot(pred, n_classes, dtype=jnp.float32)
-    stats = {"n": w.sum(), "confusion": conf}
+    pred = jnp.argmax(proba, axis=-1).astype(jnp.int32)
+    stats = {"pred": pred} if deferred else {"n": w.sum(), "confusion": confusion(y, pred, w, n_classes)}
     if with_hist:
         p = jnp.clip(proba, 1e-7, 1 - 1e-7)
         logit = jnp.clip(jnp.log(p) - jnp.log1p(-p), -AUC_LOGIT, AUC_LOGIT)
@@ -41,6 +43,31 @@ def batch_stats(out, y, w, task: str, n_classes: int, binary_logit: bool, with_h
         hist = jnp.zeros((n_classes, 2, AUC_BINS), jnp.float32).at[cls, pos, b].add(w[:, None])
         stats["hist"] = hist
     return stats
+
+
+def confusion(y, pred, w, n_classes: int):
+    """[n_classes, n_classes] weighted counts (rows: true class). One-hot products rather than a
+    scatter-add: XLA:CPU runs a scatter serially, a matrix product fast."""
+    import jax
+    import jax.numpy as jnp
+
+    true_1h = jax.nn.one_hot(y, n_classes, dtype=jnp.float32) * w[:, None]
+    return true_1h.T @ jax.nn.one_hot(pred, n_classes, dtype=jnp.float32)
+
+
+def finish_stats(stats, y, w, n_classes: int):
+    """A scanned epoch's stacked step statistics [steps, ...] -> their sums, the deferred confusion
+    matrix made from the stacked predictions ("pred" [steps, batch]) and the rows' labels and
+    weights ([steps, batch] each)."""
+    import jax
+
+    stats = dict(stats)
+    pred = stats.pop("pred", None)
+    out = jax.tree_util.tree_map(lambda s: s.sum(0), stats)
+    if pred is not None:
+        out["n"] = w.sum()
+        out["confusion"] = confusion(y.reshape(-1), pred.reshape(-1), w.reshape(-1), n_classes)
+    return out
 
 
 def probabilities(out, binary_logit: bool):

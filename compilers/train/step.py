@@ -17,7 +17,7 @@ import optax
 from flax import struct
 
 from dsl.registry import LOSSES
-from compilers.train.metrics import batch_stats
+from compilers.train.metrics import batch_stats, finish_stats
 from compilers.train.optim import make_optimizer, make_schedule
 
 EVAL_BATCH = 2048  # rows per evaluation minibatch
@@ -49,6 +49,8 @@ class Programs:
     hist_edges: Callable   # (params) -> [layers, bins + 1] fixed bins from the initial weights
     unit_schedule: Callable  # step -> the schedule's shape (peak 1); a model's lr multiplies it
     members: int | None = None  # vmapped over this many models (leading axis of state and stats)
+    lower_epoch: Callable | None = None  # (state, X, Y, key, val) -> the epoch's jax `Lowered` program
+    #                                     (its compiler options included: not for use inside a jit)
 
 
 def device_count(devices) -> int:
@@ -91,6 +93,13 @@ def _padded_batches(key, n: int, batch: int, shuffle: bool):
     return idx.reshape(steps, batch), w.reshape(steps, batch)
 
 
+def _loop_options() -> dict | None:
+    """XLA options of the scanned-epoch programs. On a CPU, copy insertion with region analysis: the
+    loop then updates the parameters in place rather than copying some of them every step (the
+    copies cost a small model a few % of its step; GPUs use this analysis already)."""
+    return {"xla_cpu_copy_insertion_use_region_analysis": True} if jax.default_backend() == "cpu" else None
+
+
 def eval_batch_size(n: int) -> int:
     """Rows per evaluation batch of a split of n rows: the next power of two, at least 64 (so small
     splits share one compiled program), at most EVAL_BATCH."""
@@ -122,7 +131,9 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
     unit_schedule = make_schedule(tp.schedule, 1.0, tp.epochs, tp.steps_per_epoch)
     lr = float(tp.optimizer.options.lr)
     schedule = lambda step: lr * unit_schedule(step)  # noqa: E731  (this plan's own learning rate)
-    tx = make_optimizer(tp.optimizer, unit_schedule, unit=True)
+    # One model reads only its lr from the state (an lr sweep shares the compiled program); a vmapped
+    # group reads every float option, since its members' values differ.
+    tx = make_optimizer(tp.optimizer, unit_schedule, unit=True, traced=None if members is not None else ("lr",))
     stats_of = partial(batch_stats, task=task, n_classes=n_classes, binary_logit=tp.binary_logit,
                        with_hist=tp.with_hist)
     input_shape = plan.input_shape
@@ -181,7 +192,7 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
             out, new_state = net.apply(variables, x, train=train, rngs={"dropout": rng}), model_state
         return (out.astype(jnp.float32) if compute is not None else out), new_state
 
-    def train_step(state: TrainState, x, y, w):
+    def train_step(state: TrainState, x, y, w, deferred: bool = False):
         x, y, w = shard_batch(x), shard_batch(y), shard_batch(w)
         rng = jax.random.fold_in(state.rng, state.step)
 
@@ -195,7 +206,7 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
                      else jnp.zeros((0,), jnp.float32))
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        stats = stats_of(jax.lax.stop_gradient(out), y, w)
+        stats = stats_of(jax.lax.stop_gradient(out), y, w, deferred=deferred)
         stats["loss"] = loss * w.sum()
         stats["grad_norm"] = grad_norm  # summed over the epoch's steps; the loop divides
         return state.replace(params=params, opt_state=opt_state, model_state=model_state,
@@ -230,29 +241,33 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
 
             def body(state, b):
                 i, wb = b
-                return train_step(state, X[i], Y[i], wb)
+                return train_step(state, X[i], Y[i], wb, deferred=True)
 
             state, stats = jax.lax.scan(body, state, (idx, w))
             vstats = None if val is None else eval_scan(state.params, state.model_state, *val, keep_outputs=False)
-            return state, jax.tree_util.tree_map(lambda s: s.sum(0), stats), vstats
+            return state, finish_stats(stats, Y[idx], w, n_classes), vstats
 
-        epoch_program = jax.jit(vm(one_epoch, (0, d, d, 0, d)), donate_argnums=0)
+        epoch_program = jax.jit(vm(one_epoch, (0, d, d, 0, d)), donate_argnums=0, compiler_options=_loop_options())
         epoch_program_noval = jax.jit(vm(lambda s, X, Y, k: one_epoch(s, X, Y, k, None), (0, d, d, 0)),
-                                      donate_argnums=0)
+                                      donate_argnums=0, compiler_options=_loop_options())
 
         def one_chunk(state, X, Y, W):
             # A chunk of the epoch (train.feed: chunks): its rows already in order, whole minibatches.
             steps = W.shape[0]
             xb, yb = X.reshape(steps, batch, *X.shape[1:]), Y.reshape(steps, batch, *Y.shape[1:])
-            state, stats = jax.lax.scan(lambda s, b: train_step(s, *b), state, (xb, yb, W))
-            return state, jax.tree_util.tree_map(lambda s: s.sum(0), stats)
+            state, stats = jax.lax.scan(lambda s, b: train_step(s, *b, deferred=True), state, (xb, yb, W))
+            return state, finish_stats(stats, yb, W, n_classes)
 
-        chunk_program = jax.jit(one_chunk, donate_argnums=0)
+        chunk_program = jax.jit(one_chunk, donate_argnums=0, compiler_options=_loop_options())
 
         def train_epoch(state, X, Y, key, val, weights=None):
             if weights is not None:
                 return (*chunk_program(state, X, Y, weights), None)
             return epoch_program(state, X, Y, key, val) if val is not None else epoch_program_noval(state, X, Y, key)
+
+        def lower_epoch(state, X, Y, key, val):
+            return epoch_program.lower(state, X, Y, key, val) if val is not None \
+                else epoch_program_noval.lower(state, X, Y, key)
     else:
         # One jitted call per minibatch: XLA:CPU compiles convolutions inside scan to a slow path.
         batches = jax.jit(vm(partial(_padded_batches, n=n_train, batch=batch, shuffle=True), 0))
@@ -281,6 +296,9 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
             for k in range(idx.shape[-2]):   # idx: [(members,) steps, batch]
                 state, acc = step_acc(state, acc, X, Y, idx, w, k)
             return state, acc, None if val is None else evaluate(state.params, state.model_state, *val)
+
+        def lower_epoch(state, X, Y, key, val):
+            return jax.jit(train_epoch).lower(state, X, Y, key, val)
 
     def layer_weights(params):
         """Each layer's weights as one vector: its kernels/embeddings, else all its parameters."""
@@ -312,7 +330,7 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
                         weight_hist=jax.jit(vm(weight_hist, (0, 0))), hist_edges=jax.jit(vm(hist_edges, 0)),
                         init=jax.jit(vm(init, (0, 0))), train_epoch=train_epoch, evaluate=evaluate,
                         evaluate_predict=evaluate_predict, schedule=schedule, tx=tx, unit_schedule=unit_schedule,
-                        members=members)
+                        members=members, lower_epoch=lower_epoch)
     if mesh is not None and jax.process_count() > 1:   # the mesh spans processes: global arrays in, local out
         from compilers.train.distributed import across_processes
 
