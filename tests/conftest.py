@@ -34,6 +34,22 @@ def _cache_dir(tmp_path_factory):
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _absl_writes_to_the_real_stderr():
+    """absl's logging handler (orbax imports absl) keeps the sys.stderr of the moment it was made, and
+    its close() closes that stream unless it is the sys.stderr of the moment it is closed. Under
+    pytest both are capture files: Hydra's logging setup in a later test closed an earlier test's
+    capture, and pytest failed on it. The real stderr is never closed by absl."""
+    try:
+        from absl import logging as absl_logging
+    except ImportError:
+        yield
+        return
+    handler = absl_logging.get_absl_handler().python_handler
+    handler.stream = sys.__stderr__
+    yield
+
+
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     """Runs `python -m dsl ARGS` in this process -> (exit status, stdout, stderr)."""
     from dsl.cli import main
