@@ -135,12 +135,21 @@ def run_group(specs: list[Spec], run_dirs: list[Path], cwd: Path, *, progress: b
 _VALIDATE = os.environ.get("DSL_VALIDATE_CHARTS", "0") == "1"
 
 
+# (run_dir, plan, summary, images, validate, t_charts, t_start) -> the summary with its charts and
+# times, once another process has drawn the run's charts and written its report from the saved
+# record; None: draw them here. Set by `python -m dsl run`'s training process (dsl.worker), whose
+# parent imports altair and starts the image processes while this one trains.
+chart_drawer = None
+
+
 def _preload_altair():
     """Imports altair (~0.5 s) in a background thread while the model trains: the training loop
     spends much of its time waiting on the device, when the thread can run."""
     import threading
 
     def work():
+        if chart_drawer is not None:   # the charts are drawn elsewhere
+            return
         try:
             import altair  # noqa: F401
         except Exception:   # the charts import it again and report what is wrong
@@ -162,7 +171,7 @@ def _images(spec: Spec, sweep_job: bool) -> str:
 def _start_renderer(specs, results, sweep_job: bool):
     """The chart-image process (compilers.charts.renderer), when some run will write images."""
     if all(results[i] is not None or _images(s, sweep_job) == "none" or (s.plots != "auto" and not s.plots)
-           for i, s in enumerate(specs)) or os.environ.get("DSL_RENDERER", "1") == "0":
+           for i, s in enumerate(specs)) or os.environ.get("DSL_RENDERER", "1") == "0" or chart_drawer is not None:
         return None
     from compilers.charts.renderer import Renderer
 
@@ -174,8 +183,6 @@ def _start_renderer(specs, results, sweep_job: bool):
 
 def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sweep_job, resume, primary,
                renderer=None):
-    from compilers.charts.render import render_charts
-    from compilers.charts.report import write_report
     from compilers.runs.log import RunLog
     from compilers.train.loop import train_group
 
@@ -256,13 +263,23 @@ def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sw
             continue
         record.save(run_dir)
         images = _images(spec, sweep_job)
-        rendered = render_charts(record, plans[i].charts, run_dir / "charts", png=images in ("png", "both"),
-                                 svg=images in ("svg", "both"), validate=_VALIDATE and i == live[0],
-                                 renderer=renderer)
-        tm["charts_s"] = round(time.perf_counter() - t, 4)
-        tm["total_s"] = round(time.perf_counter() - t_start, 4)
-        record.summary["charts"] = {r.name: (r.skipped or "ok") for r in rendered}
-        write_report(record, rendered, run_dir / "report.html")
+        summary = None
+        if chart_drawer is not None and len(live) == 1:   # another process draws the charts and the report
+            summary = chart_drawer(run_dir, plans[i], record.summary, images, _VALIDATE, t, t_start)
+        if summary is not None:
+            record.summary = summary
+            tm.update(summary["times"])
+        else:
+            from compilers.charts.render import render_charts
+            from compilers.charts.report import write_report
+
+            rendered = render_charts(record, plans[i].charts, run_dir / "charts", png=images in ("png", "both"),
+                                     svg=images in ("svg", "both"), validate=_VALIDATE and i == live[0],
+                                     renderer=renderer)
+            tm["charts_s"] = round(time.perf_counter() - t, 4)
+            tm["total_s"] = round(time.perf_counter() - t_start, 4)
+            record.summary["charts"] = {r.name: (r.skipped or "ok") for r in rendered}
+            write_report(record, rendered, run_dir / "report.html")
         logs[i].summary(record.summary)
         results[i] = _result_of(record.summary, spec, run_dir)
     return results

@@ -9,13 +9,13 @@ from dsl.registry import LOSSES, NoOptions, opt
 
 @LOSSES.register("cross_entropy", NoOptions, tasks=("classification",))
 def cross_entropy(o):
-    """Softmax cross-entropy of the logits against integer class labels.
-
-    Against one-hot labels rather than by picking each row's label: the same value, but its
-    gradient is softmax minus one-hot, where picking differentiates into a scatter, which XLA:CPU
-    runs serially (a few % of a small model's step)."""
+    """Softmax cross-entropy of the logits against integer class labels."""
     import jax
     import optax
+
+    # Against one-hot labels rather than by picking each row's label: the same value, but its
+    # gradient is softmax minus one-hot, where picking differentiates into a scatter, which XLA:CPU
+    # runs serially (a few % of a small model's step).
 
     return lambda out, y: optax.softmax_cross_entropy(out, jax.nn.one_hot(y, out.shape[-1], dtype=out.dtype))
 

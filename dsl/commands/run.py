@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -232,6 +233,12 @@ def main(args: list[str]) -> None:
               "Give conf= to see the spec's full configuration and Hydra's options.")
         return
     multirun = any(f in flags for f in ("-m", "--multirun"))
+    worker = None
+    if not multirun and _is_command_line():
+        from dsl import worker as worker_module
+
+        if worker_module.enabled():   # the training process imports JAX while this one composes
+            worker = worker_module.Worker.start(_serve_job)
     try:
         spec_path, smap, flags, overrides, _spec = prepare(args, cwd, sweep_ok=multirun)
         if multirun:
@@ -239,10 +246,112 @@ def main(args: list[str]) -> None:
     except SpecError as e:
         print(e, file=sys.stderr)
         raise SystemExit(2)
-    _hydra_run(spec_path, smap, flags, overrides, cwd, t_start)
+    _hydra_run(spec_path, smap, flags, overrides, cwd, t_start, worker)
 
 
-def _hydra_run(spec_path, smap, flags, overrides, cwd: Path, t_start: float) -> None:
+def _serve_job(job: dict, ask) -> int:
+    """A single run's job in `dsl.worker`'s child -> its exit status. `ask` reaches the parent, which
+    draws the charts and writes the report (`_ParentCharts`)."""
+    import compilers.pipeline as pipeline
+    from dsl.parse import parse_spec
+    from dsl.source_map import SourceMap
+
+    spec = parse_spec(job["config"])   # resolved and checked by the parent
+    pipeline.chart_drawer = functools.partial(_ask_to_draw, ask)
+    return _single_run(spec, Path(job["run_dir"]), Path(job["cwd_arg"]), job["t_start"], SourceMap(*job["smap"]),
+                       job["overrides"])
+
+
+def _ask_to_draw(ask, run_dir: Path, plan, summary: dict, images: str, validate: bool, t_charts: float,
+                 t_start: float) -> dict | None:
+    """pipeline.chart_drawer in the training process: the parent draws from the saved record."""
+    import json
+
+    from compilers.runs.record import _jsonable
+
+    auto = None
+    if plan.spec.plots == "auto":
+        from compilers.charts import input_kind
+
+        kind = input_kind(plan.input_shape, plan.model.input_dtype)
+        auto = [plan.task, kind, plan.input_shape[0] if kind == "tabular" else None]
+    answer = ask({"draw": str(run_dir), "auto": auto, "summary": json.loads(json.dumps(summary, default=_jsonable)),
+                  "images": images, "validate": validate, "t_charts": t_charts, "t_start": t_start,
+                  "n_charts": len(plan.charts)})
+    return answer.get("summary") if isinstance(answer, dict) else None
+
+
+class _ParentCharts:
+    """The parent's side of a run trained by `dsl.worker`'s child: while the child trains, it starts
+    the image processes and imports the chart code; then it draws the run's charts and writes its
+    report from the record the child saved."""
+
+    def __init__(self, spec):
+        self.spec, self.renderer = spec, None
+
+    def prepare(self) -> None:
+        from compilers.pipeline import _start_renderer
+
+        self.renderer = _start_renderer([self.spec], [None], False)
+        import altair  # noqa: F401
+
+        import compilers.charts.render  # noqa: F401
+        import compilers.charts.report  # noqa: F401
+
+    def answer(self, request: dict) -> dict:
+        from compilers.charts import auto_items
+        from compilers.charts.render import render_charts
+        from compilers.charts.report import write_report
+        from compilers.runs.record import RunRecord
+
+        run_dir = Path(request["draw"])
+        items = list(auto_items(*request["auto"]) if request["auto"] else self.spec.plots)
+        if len(items) != request["n_charts"]:
+            return {"error": "the charts to draw differ from the training process's plan"}
+        record = RunRecord.load(run_dir)
+        record.summary = request["summary"]
+        images = request["images"]
+        rendered = render_charts(record, items, run_dir / "charts", png=images in ("png", "both"),
+                                 svg=images in ("svg", "both"), validate=request["validate"], renderer=self.renderer)
+        now = time.perf_counter()
+        times = record.summary["times"]
+        times["charts_s"] = round(now - request["t_charts"], 4)
+        times["total_s"] = round(now - request["t_start"], 4)
+        record.summary["charts"] = {r.name: (r.skipped or "ok") for r in rendered}
+        write_report(record, rendered, run_dir / "report.html")
+        return {"summary": record.summary}
+
+    def close(self) -> None:
+        if self.renderer is not None:
+            self.renderer.close()
+            self.renderer = None
+
+
+def _single_run(spec, run_dir: Path, cwd: Path, t_start: float, smap, job_overrides: list[str]) -> int:
+    """Trains one checked spec into `run_dir`, prints its last line -> the exit status: 0 done, 2 bad
+    input (the run directory removed), 1 failed (diverged), 130 interrupted."""
+    from compilers.pipeline import remove_run_dir, run_spec
+    from dsl.compose import locate
+
+    try:
+        summary = run_spec(spec, run_dir, cwd, t_start=t_start)
+    except SpecError as e:
+        e = locate(e, smap, job_overrides)
+        if not (run_dir / "metrics.jsonl").exists():
+            remove_run_dir(run_dir)
+        print(e, file=sys.stderr)
+        return 2
+    except RunInterrupted as e:   # Ctrl-C: a checkpoint and the report are written
+        print(e, file=sys.stderr)
+        return 130
+    except RunFailed as e:
+        print(e, file=sys.stderr)
+        return 1
+    _print_done(summary, run_dir)
+    return 0
+
+
+def _hydra_run(spec_path, smap, flags, overrides, cwd: Path, t_start: float, worker=None) -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -261,10 +370,34 @@ def _hydra_run(spec_path, smap, flags, overrides, cwd: Path, t_start: float) -> 
         if multirun:  # jobs side by side (hydra/launcher=joblib): split the CPUs before JAX starts here
             apply_env(thread_env(launcher_jobs(hc.launcher)))
         started = time.perf_counter()
+        if not multirun:
+            try:
+                spec = to_spec(cfg, smap, spec_path, job_overrides)
+            except SpecError as e:
+                remove_run_dir(run_dir)
+                print(locate(e, smap, job_overrides), file=sys.stderr)
+                raise SystemExit(2)
+            code = None
+            if worker is not None:
+                from omegaconf import OmegaConf
+
+                raw = OmegaConf.to_container(cfg, resolve=True)
+                raw.pop("hydra", None)
+                charts = _ParentCharts(spec)
+                try:
+                    code = worker.run({"config": raw, "run_dir": str(run_dir), "cwd_arg": str(cwd), "t_start": t_start,
+                                       "smap": [smap.file, smap.lines], "overrides": job_overrides},
+                                      answer=charts.answer, prepare=charts.prepare)
+                finally:
+                    charts.close()
+            if code is None:
+                code = _single_run(spec, run_dir, cwd, t_start, smap, job_overrides)
+            if code:
+                raise SystemExit(code)
+            return None
         try:
             spec = to_spec(cfg, smap, spec_path, job_overrides)
-            summary = run_spec(spec, run_dir, cwd, t_start=t_start if not multirun else started,
-                               sweep_job=multirun)
+            summary = run_spec(spec, run_dir, cwd, t_start=started, sweep_job=multirun)
         except SpecError as e:
             e = locate(e, smap, job_overrides)
             if not (run_dir / "metrics.jsonl").exists():

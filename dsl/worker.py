@@ -1,0 +1,224 @@
+"""`python -m dsl run`'s training process, started first thing so that start-up uses both CPUs.
+
+A single run spends its first second or two on two independent things: Python composing and
+checking the spec with Hydra (and Hydra making the run directory), and importing JAX, flax and
+optax. Done one after the other they add up; `Worker.start()` forks a child before either, the
+child imports the training side while the parent composes, and the parent hands the child the
+checked job (JSON: the resolved spec, the run directory, the start time) once Hydra calls the
+task. The child trains, writes the run and prints what a run prints; the parent waits for it and
+exits with its status. Meanwhile the parent, idle, imports the chart side (altair) and starts the
+image processes; at the end the child asks it to draw the charts and write the report from the
+saved run record (a request over the pipe), so neither lands on the child's critical path.
+
+- Signals: the child has a process group of its own, so a terminal's Ctrl-C reaches the parent
+  only, which passes SIGINT and SIGTERM on to the child once it has a job: one Ctrl-C is one
+  interruption (the run stops after the epoch and writes a checkpoint and its report). Before its
+  job the child ignores SIGINT, and it ends when the parent does (Linux's parent-death signal,
+  SIGKILL, and the end of the job pipe elsewhere), so a spec error or Ctrl-C during composition
+  leaves no process, and `kill -9` of the command ends the run as it did before the fork.
+- Environment: a job whose environment differs from the one the child was forked with (Hydra's
+  `hydra.job.env_set`, set after the fork: JAX reads some of it at import) is declined, and the
+  parent runs it itself, as it does where there is no fork (`DSL_WORKER=0`, Windows).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import sys
+from typing import Any, Callable
+
+# what every run imports before it trains (pandas: the data's table and the charts' samples)
+_PRELOAD = ("jax", "jax.numpy", "flax.linen", "optax", "pandas", "omegaconf", "compilers.pipeline",
+            "compilers.plan", "compilers.data.load", "compilers.train.loop", "compilers.train.step")
+
+
+def enabled() -> bool:
+    return hasattr(os, "fork") and os.environ.get("DSL_WORKER", "1") != "0"
+
+
+class Worker:
+    """The parent's handle on the child."""
+
+    def __init__(self, pid: int, to_child: int, from_child: int):
+        self.pid, self._to, self._from = pid, to_child, from_child
+
+    @classmethod
+    def start(cls, serve: Callable[[dict, Callable[[dict], dict]], int]) -> "Worker | None":
+        """Forks the child; in the parent, returns the handle (None if the fork failed). In the child
+        this call does not return: it preloads, runs `serve(job, ask)` (`ask(request)` -> the parent's
+        answer) and leaves by SystemExit."""
+        down_r, down_w = os.pipe()
+        up_r, up_w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (down_r, down_w, up_r, up_w):
+                os.close(fd)
+            return None
+        if pid == 0:
+            os.close(down_w)
+            os.close(up_r)
+            _child(down_r, up_w, serve)   # raises SystemExit or exits
+        os.close(down_r)
+        os.close(up_w)
+        return cls(pid, down_w, up_r)
+
+    def run(self, job: dict, answer: Callable[[dict], dict], prepare: Callable[[], Any] | None = None) -> int | None:
+        """Hands `job` (JSON-able) to the child, answers its requests with `answer(request)` until it
+        ends, and returns its exit status; None when it declined the job (the caller runs it
+        in-process) or could not take it. `prepare()` runs once the child has the job."""
+        try:
+            _send(self._to, {**job, "env": dict(os.environ), "cwd": os.getcwd()})
+            reply = _receive(self._from)
+        except OSError:
+            reply = None
+        if not reply or not reply.get("accepted"):
+            self.abandon()
+            return None
+        previous = {s: signal.signal(s, self._forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            if prepare is not None:
+                try:
+                    prepare()
+                except Exception:   # the child's requests are answered with the error
+                    pass
+            while True:
+                try:
+                    request = _receive(self._from)
+                except OSError:
+                    request = None
+                if request is None:
+                    break
+                try:
+                    response = answer(request)
+                except Exception as e:   # the child then does the work itself
+                    response = {"error": f"{type(e).__name__}: {e}"}
+                try:
+                    _send(self._to, response)
+                except OSError:
+                    break
+            while True:
+                try:
+                    _, status = os.waitpid(self.pid, 0)
+                    break
+                except InterruptedError:
+                    continue
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            self.abandon()
+        code = os.waitstatus_to_exitcode(status)
+        return 128 - code if code < 0 else code   # killed by signal N: 128 + N, as a shell reports it
+
+    def _forward(self, signum, frame) -> None:
+        try:
+            os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def abandon(self) -> None:
+        """Closes the parent's ends: a child still waiting for its job finds the pipe closed and ends."""
+        for fd in (self._to, self._from):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._to = self._from = -1
+        try:
+            os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def _send(fd: int, message: dict) -> None:
+    data = json.dumps(message).encode()
+    _write_all(fd, struct.pack("<Q", len(data)) + data)
+
+
+def _receive(fd: int) -> dict | None:
+    """The next JSON frame, or None at the end of the pipe."""
+    head = _read_exactly(fd, 8)
+    if head is None:
+        return None
+    body = _read_exactly(fd, struct.unpack("<Q", head)[0])
+    return None if body is None else json.loads(body)
+
+
+def _read_exactly(fd: int, n: int) -> bytes | None:
+    chunks, left = [], n
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL to this process when its parent ends (prctl PR_SET_PDEATHSIG), as if the
+    signal that ended the parent had been sent to the whole run (`kill -9` of the command)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _child(down: int, up: int, serve: Callable[[dict, Callable[[dict], dict]], int]) -> None:
+    parent = os.getppid()
+    try:
+        os.setpgid(0, 0)           # the terminal's Ctrl-C goes to the parent, which passes it on
+    except OSError:
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    if os.getppid() != parent:     # the parent ended before the death signal was set
+        os._exit(0)
+    env = dict(os.environ)
+    import importlib
+
+    for name in _PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception:   # the job imports it again and reports what is wrong
+            break
+    try:
+        from dsl.registry import load_all
+
+        load_all()
+    except Exception:
+        pass
+    try:
+        job = _receive(down)
+    except (OSError, ValueError):
+        job = None
+    if job is None or job.pop("env") != env:
+        try:
+            _send(up, {"accepted": False})
+        except OSError:
+            pass
+        os._exit(0)
+    _send(up, {"accepted": True})
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.chdir(job.pop("cwd"))
+
+    def ask(request: dict) -> dict:
+        _send(up, request)
+        return _receive(down) or {"error": "the command ended"}
+
+    code = serve(job, ask)
+    raise SystemExit(code)

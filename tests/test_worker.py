@@ -1,0 +1,144 @@
+"""`python -m dsl run`'s training process (dsl.worker): forked first thing, it imports JAX while the
+command composes the spec, then trains the checked job. These run the real command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+IRIS = ROOT / "examples" / "iris.yaml"
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the training process is forked")
+
+
+def _env(marker: str, worker: str = "1") -> dict:
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT), "DSL_WORKER": worker,
+            "DSL_TEST_MARKER": marker}
+
+
+def _run(tmp_path: Path, marker: str, *args: str, worker: str = "1") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dsl", "run", *args], cwd=tmp_path, env=_env(marker, worker),
+                          capture_output=True, text=True, timeout=600)
+
+
+def _processes_with(marker: str) -> list[int]:
+    """PIDs of live processes whose environment holds DSL_TEST_MARKER=marker."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if f"DSL_TEST_MARKER={marker}".encode() in env.split(b"\0") and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _none_left(marker: str, within: float = 5.0) -> bool:
+    end = time.time() + within
+    while _processes_with(marker):
+        if time.time() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_run_through_the_training_process_equals_one_in_a_single_process(tmp_path):
+    """The same metrics, and the same charts: the command draws them from the record the training
+    process saved (with the image processes it started), not from that process's memory."""
+    args = (f"conf={IRIS}", "train.epochs=4", "plots=[learning_curves, confusion_matrix]")
+    forked = _run(tmp_path, "w1", *args, "hydra.run.dir=forked")
+    single = _run(tmp_path, "w0", *args, "hydra.run.dir=single", worker="0")
+    assert forked.returncode == 0, forked.stderr
+    assert single.returncode == 0, single.stderr
+    a = json.loads((tmp_path / "forked" / "summary.json").read_text())
+    b = json.loads((tmp_path / "single" / "summary.json").read_text())
+    assert a["status"] == b["status"] == "completed"
+    assert a["metrics"] == b["metrics"]
+    assert (tmp_path / "forked" / "metrics.jsonl").read_text().count("\n") == 4
+    assert a["charts"] == b["charts"] == {"learning_curves": "ok", "confusion_matrix": "ok"}
+    for name in a["charts"]:
+        assert (tmp_path / "forked" / "charts" / f"{name}.vl.json").read_text() == \
+            (tmp_path / "single" / "charts" / f"{name}.vl.json").read_text()
+        assert (tmp_path / "forked" / "charts" / f"{name}.png").stat().st_size > 1000
+    assert "learning_curves" in (tmp_path / "forked" / "report.html").read_text()
+    assert set(a["times"]) == set(b["times"]) and a["times"]["charts_s"] > 0
+    # the training process had JAX imported before its job arrived: the run's own imports are a few ms
+    assert a["times"]["imports_s"] < 0.5
+    assert "report: " in forked.stdout and "iris-mlp: test loss" in forked.stdout
+    assert "Traceback" not in forked.stderr
+    assert _none_left("w1") and _none_left("w0")
+
+
+def test_bad_input_found_while_composing_leaves_no_process_and_no_run(tmp_path):
+    done = _run(tmp_path, "bad1", f"conf={IRIS}", "train.epochs=many", "hydra.run.dir=run")
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "train.epochs" in line and "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists()
+    assert _none_left("bad1")
+
+
+def test_bad_data_found_by_the_training_process_is_one_line_and_removes_the_run(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b\n1,2\n3,4\n5,6\n7,8\n")
+    (tmp_path / "t.yaml").write_text("name: t\ndata: {source: t.csv, target: label}\nmodel: {layers: [{dense: 4}]}\n"
+                                     "train: {epochs: 2}\nplots: []\n")
+    done = _run(tmp_path, "bad2", "conf=t.yaml", "hydra.run.dir=run")
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "label" in line and "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists()
+    assert _none_left("bad2")
+
+
+def test_killing_the_command_ends_the_training_process(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "dsl", "run", f"conf={IRIS}", "train.epochs=100000",
+                             "train.early_stopping=null", "plots=[]", "hydra.run.dir=run"], cwd=tmp_path,
+                            env=_env("kill9"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.time() + 240
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        assert proc.poll() is None and time.time() < end
+        time.sleep(0.05)
+    trainers = [p for p in _processes_with("kill9") if p != proc.pid]
+    assert trainers, "the run trains in a process of its own"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _none_left("kill9")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "running"
+
+
+def test_sigterm_to_the_command_reaches_the_training_process(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "dsl", "run", f"conf={IRIS}", "train.epochs=100000",
+                             "train.early_stopping=null", "plots=[]", "hydra.run.dir=run"], cwd=tmp_path,
+                            env=_env("term"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.time() + 240
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        assert proc.poll() is None and time.time() < end
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert _none_left("term")
+
+
+def test_a_job_that_changes_the_environment_runs_in_the_command_itself(tmp_path):
+    """hydra.job.env_set is applied after the fork (JAX may read it at import): the training process
+    declines such a job and the command trains it itself."""
+    done = _run(tmp_path, "env", f"conf={IRIS}", "train.epochs=2", "plots=[]", "hydra.run.dir=run",
+                "+hydra.job.env_set.DSL_SOMETHING=1")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["times"]["imports_s"] > 0.15   # JAX imported in the job
+    assert _none_left("env")
