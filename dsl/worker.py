@@ -82,7 +82,7 @@ class Worker:
             return None
         previous = {s: signal.signal(s, self._forward) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            if prepare is not None:
+            if prepare is not None:   # not sooner: until the child has its job, both CPUs are busy
                 try:
                     prepare()
                 except Exception:   # the child's requests are answered with the error

@@ -236,6 +236,10 @@ class Renderer:
 
 def _serve() -> None:
     try:
+        os.nice(5)   # the run's own process comes first when both want a CPU
+    except OSError:
+        pass
+    try:
         convert(_TINY, "png", 1.0)   # starts the engine and loads the fonts
     except Exception:
         pass
