@@ -135,6 +135,9 @@ def run_group(specs: list[Spec], run_dirs: list[Path], cwd: Path, *, progress: b
 _VALIDATE = os.environ.get("DSL_VALIDATE_CHARTS", "0") == "1"
 
 
+PRELOAD_AFTER_BYTES = 64 << 20   # a training split above this imports altair after the first epoch
+
+
 # (run_dir, plan, summary, images, validate, t_charts, t_start) -> the summary with its charts and
 # times, once another process has drawn the run's charts and written its report from the saved
 # record; None: draw them here. Set by `python -m dsl run`'s training process (dsl.worker), whose
@@ -234,13 +237,24 @@ def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sw
         p = plans[i]
         together.setdefault((repr(p.model.variable_shapes), p.input_shape, tuple(sorted(p.sizes.items()))), []).append(i)
     drawn = any(specs[i].plots == "auto" or len(specs[i].plots) for i in live)
-    preload = _preload_altair() if primary and drawn else None
+    # altair is imported while the model trains; with a large training split only after the first
+    # epoch, whose compilation is then the run's memory peak (altair holds ~22 MiB)
+    preload = []
+    large = sum(datas[i].x["train"].nbytes for i in {id(datas[i]): i for i in live}.values()) > PRELOAD_AFTER_BYTES
+
+    def start_preload():
+        if primary and drawn and not preload:
+            preload.append(_preload_altair())
+
+    if not large:
+        start_preload()
     records = {}
     try:
         for members in together.values():
             out = train_group([plans[i] for i in members], [datas[i] for i in members],
                               [run_dirs[i] for i in members], progress=progress,
-                              logs=[logs[i] for i in members], times=[times[i] for i in members], resume=resume)
+                              logs=[logs[i] for i in members], times=[times[i] for i in members], resume=resume,
+                              after_first_epoch=start_preload)
             records.update(zip(members, out))
     except BaseException as e:
         for i in live:
@@ -250,8 +264,8 @@ def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sw
     finally:
         for i in live:
             logs[i].close()
-    if preload is not None:
-        preload.join()
+    for thread in preload:
+        thread.join()
     for i in live:
         record = records[i]
         spec, run_dir, tm = specs[i], run_dirs[i], times[i]

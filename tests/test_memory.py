@@ -1,5 +1,6 @@
-"""A run's memory: glibc's mmap threshold fixed (freed large buffers leave the process;
-benchmarks/big_data.py measures the peak itself)."""
+"""A run's memory: glibc's mmap threshold fixed (freed large buffers leave the process), orbax
+imported only when a checkpoint is written or read, altair imported after the first epoch when
+the training split is large (benchmarks/big_data.py measures the peak itself)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from compilers import pipeline
+from compilers.train import loop
+from dsl.parse import parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"   # as compilers.memory finds it
@@ -56,3 +60,44 @@ def test_dsl_malloc_0_leaves_malloc_alone():
     configured, kept = child(RSS_AFTER_FREE, DSL_MALLOC="0").split()
     assert configured == "False"
     assert int(kept) > 4 << 20   # glibc's own behaviour, which the setting above changes
+
+
+def test_checkpoints_import_orbax_at_the_first_save(tmp_path):
+    out = child(f"""
+        import sys
+        from compilers.runs.checkpoint import Checkpoints
+
+        ck = Checkpoints({str(tmp_path)!r}, 2)
+        ck.close()
+        print("orbax.checkpoint" in sys.modules)
+        ck = Checkpoints({str(tmp_path)!r}, 2)
+        print(ck.latest(), "orbax.checkpoint" in sys.modules)
+        ck.close()
+    """)
+    assert out.split() == ["False", "None", "True"]
+    assert (tmp_path / "checkpoints").is_dir()    # made by the manager, as before
+
+
+def tiny_spec():
+    return parse_spec({"name": "mem", "seed": 0,
+                       "data": {"source": "moons", "options": {"n_samples": 300}, "prep": ["standardize"]},
+                       "model": {"layers": [{"dense": 8}, "relu"]},
+                       "train": {"epochs": 2, "batch_size": 32}, "report": {"images": "none"},
+                       "plots": ["learning_curves"]})
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_altair_preload_waits_for_the_first_epoch_of_a_large_split(tmp_path, monkeypatch, large):
+    trims, started = [], []
+    monkeypatch.setattr(loop, "give_back", lambda: trims.append(1))
+    monkeypatch.setattr(pipeline, "_preload_altair", lambda: started.append(len(trims)) or _Done())
+    monkeypatch.setattr(pipeline, "PRELOAD_AFTER_BYTES", 0 if large else 1 << 40)
+    summary = pipeline.run_spec(tiny_spec(), tmp_path / "run", Path("."), progress=False)
+    assert summary["status"] == "completed"
+    # the first epoch's trim comes right before the callback; a small split starts at once
+    assert started == ([1] if large else [0])
+
+
+class _Done:
+    def join(self):
+        pass

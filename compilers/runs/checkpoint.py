@@ -55,33 +55,50 @@ class _NoCheckpoints:
 
 
 class Checkpoints:
+    """A run's checkpoint manager. orbax (~25 MiB once imported) is imported, and the directory
+    made, at the first save or look-up: a run's memory peak is its first epoch's compilation,
+    before any checkpoint."""
+
     def __init__(self, run_dir: Path, keep: int):
+        self._directory, self._keep = (Path(run_dir) / "checkpoints").absolute(), keep
+        self._manager = None
+
+    @property
+    def _ocp(self):
         import orbax.checkpoint as ocp
 
+        return ocp
+
+    @property
+    def manager(self):
+        if self._manager is None:
+            self._manager = self._open()
+        return self._manager
+
+    def _open(self):
         from compilers.train.distributed import process_count, process_index
 
-        self._ocp = ocp
-        directory = (Path(run_dir) / "checkpoints").absolute()
         # A run of several processes (compilers.train.distributed): every process holds the whole
         # state as its own local arrays, so process 0 checkpoints alone (orbax's barriers span only
         # it) and writes them as NumPy arrays (orbax refuses host-local jax.Arrays there).
         self._several = process_count() > 1
         if self._several and process_index() != 0:
-            self.manager = _NoCheckpoints()
-            return
+            return _NoCheckpoints()
+        ocp = self._ocp
         multi = {}
         if self._several:
-            directory.mkdir(parents=True, exist_ok=True)   # orbax's create=True needs all processes
+            self._directory.mkdir(parents=True, exist_ok=True)   # orbax's create=True needs all processes
             multi = {"multiprocessing_options": ocp.options.MultiprocessingOptions(primary_host=0,
                                                                                    active_processes={0})}
-        self.manager = ocp.CheckpointManager(
-            directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=not self._several, **multi),
+        return ocp.CheckpointManager(
+            self._directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=not self._several, **multi),
             item_names=("tree", "meta"),
         )
 
     def save(self, epoch: int, state, *, meta: dict, best=None, probes: dict | None = None, model=None) -> None:
         """Starts an asynchronous save of checkpoint `epoch`; `meta` is plain JSON."""
+        manager = self.manager
         tree: dict[str, Any] = {"state": state_tree(state)}
         if best is not None:
             tree["best"] = {"params": best[0], "model_state": best[1]}
@@ -99,11 +116,11 @@ class Checkpoints:
         # a copy as it is now: the save finishes in the background while training goes on
         meta = json.loads(json.dumps({**meta, "parts": sorted(tree)}))
         ocp = self._ocp
-        if epoch in self.manager.all_steps():   # e.g. Ctrl-C right after the periodic save: replace it
-            self.manager.wait_until_finished()
-            self.manager.delete(epoch)
-        self.manager.save(epoch, args=ocp.args.Composite(tree=ocp.args.StandardSave(tree),
-                                                         meta=ocp.args.JsonSave(meta)), force=True)
+        if epoch in manager.all_steps():   # e.g. Ctrl-C right after the periodic save: replace it
+            manager.wait_until_finished()
+            manager.delete(epoch)
+        manager.save(epoch, args=ocp.args.Composite(tree=ocp.args.StandardSave(tree),
+                                                    meta=ocp.args.JsonSave(meta)), force=True)
 
     def latest(self) -> int | None:
         return self.manager.latest_step()
@@ -124,8 +141,9 @@ class Checkpoints:
         return self.restore_tree(epoch, target), self.restore_meta(epoch)
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        if self._manager is not None:
+            self._manager.wait_until_finished()
+            self._manager.close()
 
 
 def load_model(run_dir: Path) -> tuple[Any, Any]:

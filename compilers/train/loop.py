@@ -328,12 +328,13 @@ class _Interrupt:
 
 def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = True, logs=None,
                 times: list[dict] | None = None, shared_data: bool | None = None,
-                resume: bool = False) -> list[RunRecord]:
+                resume: bool = False, after_first_epoch=None) -> list[RunRecord]:
     """Trains models that share one compiled structure (plans that differ only in seed and optimizer
     values): one model as it is, several as ONE `jax.vmap`ped program, each with its own parameters,
     optimizer state, shuffles, early stopping and best epoch. Returns one RunRecord per plan.
 
-    `resume` (one model): go on from the run directory's latest checkpoint, exactly where it was."""
+    `resume` (one model): go on from the run directory's latest checkpoint, exactly where it was.
+    `after_first_epoch`: called once the first epoch trained here (and its compilation) is done."""
     import jax
     import jax.numpy as jnp
 
@@ -461,6 +462,8 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
                     if epoch == 1:
                         compile_s = time.perf_counter() - e0  # first epoch: compilation + one epoch
                     give_back()   # what XLA's compiler freed (~100 MiB of small blocks) leaves the process
+                    if after_first_epoch is not None:
+                        after_first_epoch()
                 improved = np.zeros(M, bool)
                 for i, tr in enumerate(trackers):
                     if tr.done:
@@ -496,6 +499,7 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
     finally:
         bar.close()
     train_s = time.perf_counter() - t0
+    train_xy = val = None   # the device's copies of the labels and the padded validation split
     records = []
     for i, (plan, data, tr) in enumerate(zip(plans, datas, trackers)):
         st = finals[i] if finals[i] is not None else _take(state, i if vm else None)
@@ -503,9 +507,6 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
         if tr.has_best:
             params, ms = _take(best, i) if vm else best_single
         n = len(tr.history)
-        if not tr.interrupted:   # the final checkpoint: also the parameters the run reports
-            ckpts[i].save(n, st, meta=_meta(tr, probe_arrays(i, n)), best=best_of(i), probes=probe_arrays(i, n),
-                          model=(params, ms))
         member_hists = None
         if hists:
             member_hists = jnp.stack(hists[:n]) if not vm else jnp.stack([h[i] for h in hists[:n]])
@@ -516,6 +517,11 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
                                times[i]))
         records[-1].summary["feed"] = ({"kind": "chunks", "chunk_rows": tp.chunk_rows} if chunks is not None
                                        else {"kind": "device"})
+        # The final checkpoint (also the parameters the run reports), after the final evaluation:
+        # orbax is imported (~25 MiB) and the save's buffers held once the evaluation is done.
+        if not tr.interrupted:
+            ckpts[i].save(n, st, meta=_meta(tr, probe_arrays(i, n)), best=best_of(i), probes=probe_arrays(i, n),
+                          model=(params, ms))
         ckpts[i].close()
     return records
 
