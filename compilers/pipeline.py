@@ -138,9 +138,10 @@ _VALIDATE = os.environ.get("DSL_VALIDATE_CHARTS", "0") == "1"
 PRELOAD_AFTER_BYTES = 64 << 20   # a training split above this imports altair after the first epoch
 
 
-# (run_dir, plan, summary, images, validate, t_charts, t_start) -> the summary with its charts and
-# times, once another process has drawn the run's charts and written its report from the saved
-# record; None: draw them here. Set by `python -m dsl run`'s training process (dsl.worker), whose
+# (run_dir, plan, summary, images, validate, t_charts, t_start, meanwhile=) -> the summary with its
+# charts and times, once another process has drawn the run's charts and written its report from
+# the saved record; None: draw them here. It calls `meanwhile` (the final checkpoint) exactly once,
+# while the other process draws. Set by `python -m dsl run`'s training process (dsl.worker), whose
 # parent imports altair and starts the image processes while this one trains.
 chart_drawer = None
 
@@ -248,13 +249,15 @@ def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sw
 
     if not large:
         start_preload()
+    # another process draws the charts (chart_drawer): the final checkpoint is written meanwhile
+    draw_elsewhere = chart_drawer is not None and primary and len(live) == 1
     records = {}
     try:
         for members in together.values():
             out = train_group([plans[i] for i in members], [datas[i] for i in members],
                               [run_dirs[i] for i in members], progress=progress,
                               logs=[logs[i] for i in members], times=[times[i] for i in members], resume=resume,
-                              after_first_epoch=start_preload)
+                              after_first_epoch=start_preload, defer_checkpoint=draw_elsewhere)
             records.update(zip(members, out))
     except BaseException as e:
         for i in live:
@@ -275,11 +278,22 @@ def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sw
             tm["total_s"] = round(time.perf_counter() - t_start, 4)
             results[i] = _result_of(record.summary, spec, run_dir)
             continue
-        record.save(run_dir)
+        write_checkpoint = getattr(record, "write_checkpoint", None)
+        if write_checkpoint is not None:
+            del record.write_checkpoint
+        try:
+            record.save(run_dir)
+        except BaseException:
+            if write_checkpoint is not None:
+                write_checkpoint()
+            raise
         images = _images(spec, sweep_job)
         summary = None
-        if chart_drawer is not None and len(live) == 1:   # another process draws the charts and the report
-            summary = chart_drawer(run_dir, plans[i], record.summary, images, _VALIDATE, t, t_start)
+        if draw_elsewhere:   # another process draws the charts and the report; it runs write_checkpoint
+            summary = chart_drawer(run_dir, plans[i], record.summary, images, _VALIDATE, t, t_start,
+                                   meanwhile=write_checkpoint)
+        elif write_checkpoint is not None:
+            write_checkpoint()
         if summary is not None:
             record.summary = summary
             tm.update(summary["times"])

@@ -46,7 +46,7 @@ class Worker:
         self.pid, self._to, self._from = pid, to_child, from_child
 
     @classmethod
-    def start(cls, serve: Callable[[dict, Callable[[dict], dict]], int]) -> "Worker | None":
+    def start(cls, serve: Callable[[dict, Callable[..., dict]], int]) -> "Worker | None":
         """Forks the child; in the parent, returns the handle (None if the fork failed). In the child
         this call does not return: it preloads, runs `serve(job, ask)` (`ask(request)` -> the parent's
         answer) and leaves by SystemExit."""
@@ -178,7 +178,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def _child(down: int, up: int, serve: Callable[[dict, Callable[[dict], dict]], int]) -> None:
+def _child(down: int, up: int, serve: Callable[[dict, Callable[..., dict]], int]) -> None:
     parent = os.getppid()
     try:
         os.setpgid(0, 0)           # the terminal's Ctrl-C goes to the parent, which passes it on
@@ -216,8 +216,13 @@ def _child(down: int, up: int, serve: Callable[[dict, Callable[[dict], dict]], i
     signal.signal(signal.SIGINT, signal.default_int_handler)
     os.chdir(job.pop("cwd"))
 
-    def ask(request: dict) -> dict:
-        _send(up, request)
+    def ask(request: dict, meanwhile: Callable[[], Any] | None = None) -> dict:
+        """The parent's answer to `request`; `meanwhile()` runs (once, whatever happens) while it works."""
+        try:
+            _send(up, request)
+        finally:
+            if meanwhile is not None:
+                meanwhile()
         return _receive(down) or {"error": "the command ended"}
 
     code = serve(job, ask)

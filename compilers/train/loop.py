@@ -328,13 +328,15 @@ class _Interrupt:
 
 def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = True, logs=None,
                 times: list[dict] | None = None, shared_data: bool | None = None,
-                resume: bool = False, after_first_epoch=None) -> list[RunRecord]:
+                resume: bool = False, after_first_epoch=None, defer_checkpoint: bool = False) -> list[RunRecord]:
     """Trains models that share one compiled structure (plans that differ only in seed and optimizer
     values): one model as it is, several as ONE `jax.vmap`ped program, each with its own parameters,
     optimizer state, shuffles, early stopping and best epoch. Returns one RunRecord per plan.
 
     `resume` (one model): go on from the run directory's latest checkpoint, exactly where it was.
-    `after_first_epoch`: called once the first epoch trained here (and its compilation) is done."""
+    `after_first_epoch`: called once the first epoch trained here (and its compilation) is done.
+    `defer_checkpoint`: each record's final checkpoint is left to its caller, as the callable
+    `record.write_checkpoint` (writes it and waits for it), to overlap it with the charts."""
     import jax
     import jax.numpy as jnp
 
@@ -519,10 +521,16 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
                                        else {"kind": "device"})
         # The final checkpoint (also the parameters the run reports), after the final evaluation:
         # orbax is imported (~25 MiB) and the save's buffers held once the evaluation is done.
-        if not tr.interrupted:
-            ckpts[i].save(n, st, meta=_meta(tr, probe_arrays(i, n)), best=best_of(i), probes=probe_arrays(i, n),
-                          model=(params, ms))
-        ckpts[i].close()
+        def write_checkpoint(i=i, tr=tr, n=n, st=st, params=params, ms=ms):
+            if not tr.interrupted:
+                ckpts[i].save(n, st, meta=_meta(tr, probe_arrays(i, n)), best=best_of(i), probes=probe_arrays(i, n),
+                              model=(params, ms))
+            ckpts[i].close()
+
+        if defer_checkpoint:
+            records[-1].write_checkpoint = write_checkpoint
+        else:
+            write_checkpoint()
     return records
 
 

@@ -263,8 +263,9 @@ def _serve_job(job: dict, ask) -> int:
 
 
 def _ask_to_draw(ask, run_dir: Path, plan, summary: dict, images: str, validate: bool, t_charts: float,
-                 t_start: float) -> dict | None:
-    """pipeline.chart_drawer in the training process: the parent draws from the saved record."""
+                 t_start: float, meanwhile=None) -> dict | None:
+    """pipeline.chart_drawer in the training process: the parent draws from the saved record while
+    this process runs `meanwhile` (the final checkpoint)."""
     import json
 
     from compilers.runs.record import _jsonable
@@ -275,9 +276,13 @@ def _ask_to_draw(ask, run_dir: Path, plan, summary: dict, images: str, validate:
 
         kind = input_kind(plan.input_shape, plan.model.input_dtype)
         auto = [plan.task, kind, plan.input_shape[0] if kind == "tabular" else None]
-    answer = ask({"draw": str(run_dir), "auto": auto, "summary": json.loads(json.dumps(summary, default=_jsonable)),
-                  "images": images, "validate": validate, "t_charts": t_charts, "t_start": t_start,
-                  "n_charts": len(plan.charts)})
+    try:
+        answer = ask({"draw": str(run_dir), "auto": auto,
+                      "summary": json.loads(json.dumps(summary, default=_jsonable)), "images": images,
+                      "validate": validate, "t_charts": t_charts, "t_start": t_start, "n_charts": len(plan.charts)},
+                     meanwhile)
+    except OSError:   # the command is gone (it would have ended this process): draw here
+        return None
     return answer.get("summary") if isinstance(answer, dict) else None
 
 
