@@ -113,7 +113,14 @@ class Worker:
                 signal.signal(s, handler)
             self.abandon()
         code = os.waitstatus_to_exitcode(status)
-        return 128 - code if code < 0 else code   # killed by signal N: 128 + N, as a shell reports it
+        if code < 0:   # killed by signal N (the kernel's OOM killer, kill -9): say so; 128 + N, as a shell does
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            print(f"the training process (pid {self.pid}) was ended by {name}", file=sys.stderr, flush=True)
+            return 128 - code
+        return code
 
     def _forward(self, signum, frame) -> None:
         try:
@@ -185,6 +192,9 @@ def _child(down: int, up: int, serve: Callable[[dict, Callable[..., dict]], int]
     except OSError:
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # In a process group of its own the child is in the terminal's background: with `stty tostop` its
+    # progress lines would stop it (SIGTTOU) unless the signal is ignored, which lets them through.
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     _die_with_parent()
     if os.getppid() != parent:     # the parent ended before the death signal was set
         os._exit(0)

@@ -142,3 +142,22 @@ def test_a_job_that_changes_the_environment_runs_in_the_command_itself(tmp_path)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["times"]["imports_s"] > 0.15   # JAX imported in the job
     assert _none_left("env")
+
+
+def test_a_training_process_killed_from_outside_is_reported_by_the_command(tmp_path):
+    """The kernel's OOM killer ends the training process, not the command: the command says so."""
+    proc = subprocess.Popen([sys.executable, "-m", "dsl", "run", f"conf={IRIS}", "train.epochs=100000",
+                             "train.early_stopping=null", "plots=[]", "hydra.run.dir=run"], cwd=tmp_path,
+                            env=_env("oom"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    end = time.time() + 240
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        assert proc.poll() is None and time.time() < end
+        time.sleep(0.05)
+    (trainer,) = [p for p in _processes_with("oom") if p != proc.pid and
+                  Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1] == str(proc.pid)]
+    os.kill(trainer, signal.SIGKILL)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGKILL
+    assert err.strip().splitlines()[-1] == f"the training process (pid {trainer}) was ended by SIGKILL"
+    assert _none_left("oom")
