@@ -54,6 +54,19 @@ def _none_left(marker: str, within: float = 5.0) -> bool:
     return True
 
 
+def _start_training(tmp_path: Path, marker: str, **streams) -> subprocess.Popen:
+    """A run with no end in sight, once it has logged 3 epochs."""
+    proc = subprocess.Popen([sys.executable, "-m", "dsl", "run", f"conf={IRIS}", "train.epochs=100000",
+                             "train.early_stopping=null", "plots=[]", "hydra.run.dir=run"], cwd=tmp_path,
+                            env=_env(marker), **streams)
+    end = time.time() + 240
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        assert proc.poll() is None and time.time() < end
+        time.sleep(0.05)
+    return proc
+
+
 def test_a_run_through_the_training_process_equals_one_in_a_single_process(tmp_path):
     """The same metrics, and the same charts: the command draws them from the record the training
     process saved (with the image processes it started), not from that process's memory."""
@@ -103,14 +116,7 @@ def test_bad_data_found_by_the_training_process_is_one_line_and_removes_the_run(
 
 
 def test_killing_the_command_ends_the_training_process(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "dsl", "run", f"conf={IRIS}", "train.epochs=100000",
-                             "train.early_stopping=null", "plots=[]", "hydra.run.dir=run"], cwd=tmp_path,
-                            env=_env("kill9"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    end = time.time() + 240
-    metrics = tmp_path / "run" / "metrics.jsonl"
-    while not (metrics.exists() and metrics.read_text().count("\n") >= 3):
-        assert proc.poll() is None and time.time() < end
-        time.sleep(0.05)
+    proc = _start_training(tmp_path, "kill9", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     trainers = [p for p in _processes_with("kill9") if p != proc.pid]
     assert trainers, "the run trains in a process of its own"
     proc.send_signal(signal.SIGKILL)
@@ -120,14 +126,7 @@ def test_killing_the_command_ends_the_training_process(tmp_path):
 
 
 def test_sigterm_to_the_command_reaches_the_training_process(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "dsl", "run", f"conf={IRIS}", "train.epochs=100000",
-                             "train.early_stopping=null", "plots=[]", "hydra.run.dir=run"], cwd=tmp_path,
-                            env=_env("term"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    end = time.time() + 240
-    metrics = tmp_path / "run" / "metrics.jsonl"
-    while not (metrics.exists() and metrics.read_text().count("\n") >= 3):
-        assert proc.poll() is None and time.time() < end
-        time.sleep(0.05)
+    proc = _start_training(tmp_path, "term", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     assert _none_left("term")
@@ -146,14 +145,7 @@ def test_a_job_that_changes_the_environment_runs_in_the_command_itself(tmp_path)
 
 def test_a_training_process_killed_from_outside_is_reported_by_the_command(tmp_path):
     """The kernel's OOM killer ends the training process, not the command: the command says so."""
-    proc = subprocess.Popen([sys.executable, "-m", "dsl", "run", f"conf={IRIS}", "train.epochs=100000",
-                             "train.early_stopping=null", "plots=[]", "hydra.run.dir=run"], cwd=tmp_path,
-                            env=_env("oom"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    end = time.time() + 240
-    metrics = tmp_path / "run" / "metrics.jsonl"
-    while not (metrics.exists() and metrics.read_text().count("\n") >= 3):
-        assert proc.poll() is None and time.time() < end
-        time.sleep(0.05)
+    proc = _start_training(tmp_path, "oom", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     (trainer,) = [p for p in _processes_with("oom") if p != proc.pid and
                   Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1] == str(proc.pid)]
     os.kill(trainer, signal.SIGKILL)

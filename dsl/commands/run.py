@@ -400,33 +400,20 @@ def _hydra_run(spec_path, smap, flags, overrides, cwd: Path, t_start: float, wor
             if code:
                 raise SystemExit(code)
             return None
+        # a sweep's job (a single run returned above): its line in the sweep's table, its objective
         try:
             spec = to_spec(cfg, smap, spec_path, job_overrides)
-            summary = run_spec(spec, run_dir, cwd, t_start=started, sweep_job=multirun)
-        except SpecError as e:
-            e = locate(e, smap, job_overrides)
-            if not (run_dir / "metrics.jsonl").exists():
-                remove_run_dir(run_dir) if not multirun else None
+            summary = run_spec(spec, run_dir, cwd, t_start=started, sweep_job=True)
+        except (SpecError, RunFailed) as e:
+            e = locate(e, smap, job_overrides) if isinstance(e, SpecError) else e
             print(e, file=sys.stderr)
-            if multirun:
-                _sweep_line(hc.sweep.dir, hc.job.num, job_overrides, run_dir, None, str(e))
-                return None
-            raise SystemExit(2)
-        except RunInterrupted as e:  # Ctrl-C: a checkpoint and the report are written; a sweep stops too
+            _sweep_line(hc.sweep.dir, hc.job.num, job_overrides, run_dir, None, str(e))
+            return None
+        except RunInterrupted as e:  # Ctrl-C: a checkpoint and the report are written; the sweep stops too
             print(e, file=sys.stderr)
-            if multirun:
-                _sweep_line(hc.sweep.dir, hc.job.num, job_overrides, run_dir, None, str(e))
+            _sweep_line(hc.sweep.dir, hc.job.num, job_overrides, run_dir, None, str(e))
             raise SystemExit(130)
-        except RunFailed as e:
-            print(e, file=sys.stderr)
-            if multirun:
-                _sweep_line(hc.sweep.dir, hc.job.num, job_overrides, run_dir, None, str(e))
-                return None
-            raise SystemExit(1)
-        if multirun:
-            _sweep_line(hc.sweep.dir, hc.job.num, job_overrides, run_dir, summary, None)
-        else:
-            _print_done(summary, run_dir)
+        _sweep_line(hc.sweep.dir, hc.job.num, job_overrides, run_dir, summary, None)
         return objective_value(spec, summary)  # what sweepers such as optuna optimise
 
     def prepare_job(cfg):
