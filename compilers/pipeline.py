@@ -140,7 +140,7 @@ PRELOAD_AFTER_BYTES = 64 << 20   # a training split above this imports altair af
 
 # (run_dir, plan, summary, images, validate, t_charts, t_start, meanwhile=) -> the summary with its
 # charts and times, once another process has drawn the run's charts and written its report from
-# the saved record; None: draw them here. It calls `meanwhile` (the final checkpoint) exactly once,
+# the saved record (with `draw_charts`); None: draw them here. It calls `meanwhile` (the final checkpoint) exactly once,
 # while the other process draws. Set by `python -m dsl run`'s training process (dsl.worker), whose
 # parent imports altair and starts the image processes while this one trains.
 chart_drawer = None
@@ -152,8 +152,6 @@ def _preload_altair():
     import threading
 
     def work():
-        if chart_drawer is not None:   # the charts are drawn elsewhere
-            return
         try:
             import altair  # noqa: F401
         except Exception:   # the charts import it again and report what is wrong
@@ -243,21 +241,24 @@ def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sw
     preload = []
     large = sum(datas[i].x["train"].nbytes for i in {id(datas[i]): i for i in live}.values()) > PRELOAD_AFTER_BYTES
 
+    # another process draws the charts (chart_drawer): this one never imports altair, and writes the
+    # final checkpoint while the other draws
+    draw_elsewhere = chart_drawer is not None and primary and len(live) == 1
+    later = [] if draw_elsewhere else None
+
     def start_preload():
-        if primary and drawn and not preload:
+        if primary and drawn and not draw_elsewhere and not preload:
             preload.append(_preload_altair())
 
     if not large:
         start_preload()
-    # another process draws the charts (chart_drawer): the final checkpoint is written meanwhile
-    draw_elsewhere = chart_drawer is not None and primary and len(live) == 1
     records = {}
     try:
         for members in together.values():
             out = train_group([plans[i] for i in members], [datas[i] for i in members],
                               [run_dirs[i] for i in members], progress=progress,
                               logs=[logs[i] for i in members], times=[times[i] for i in members], resume=resume,
-                              after_first_epoch=start_preload, defer_checkpoint=draw_elsewhere)
+                              after_first_epoch=start_preload, deferred_checkpoints=later)
             records.update(zip(members, out))
     except BaseException as e:
         for i in live:
@@ -278,9 +279,7 @@ def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sw
             tm["total_s"] = round(time.perf_counter() - t_start, 4)
             results[i] = _result_of(record.summary, spec, run_dir)
             continue
-        write_checkpoint = getattr(record, "write_checkpoint", None)
-        if write_checkpoint is not None:
-            del record.write_checkpoint
+        write_checkpoint = later[0] if later else None
         try:
             record.save(run_dir)
         except BaseException:
@@ -298,19 +297,26 @@ def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sw
             record.summary = summary
             tm.update(summary["times"])
         else:
-            from compilers.charts.render import render_charts
-            from compilers.charts.report import write_report
-
-            rendered = render_charts(record, plans[i].charts, run_dir / "charts", png=images in ("png", "both"),
-                                     svg=images in ("svg", "both"), validate=_VALIDATE and i == live[0],
-                                     renderer=renderer)
-            tm["charts_s"] = round(time.perf_counter() - t, 4)
-            tm["total_s"] = round(time.perf_counter() - t_start, 4)
-            record.summary["charts"] = {r.name: (r.skipped or "ok") for r in rendered}
-            write_report(record, rendered, run_dir / "report.html")
+            draw_charts(record, plans[i].charts, run_dir, images, validate=_VALIDATE and i == live[0],
+                        renderer=renderer, t_charts=t, t_start=t_start)
         logs[i].summary(record.summary)
         results[i] = _result_of(record.summary, spec, run_dir)
     return results
+
+
+def draw_charts(record, items, run_dir: Path, images: str, *, validate: bool, renderer, t_charts: float,
+                t_start: float) -> None:
+    """A finished run's charts (charts/) and report.html from its record; record.summary gains the
+    charts' statuses and its times charts_s and total_s (from t_charts and t_start)."""
+    from compilers.charts.render import render_charts
+    from compilers.charts.report import write_report
+
+    rendered = render_charts(record, items, run_dir / "charts", png=images in ("png", "both"),
+                             svg=images in ("svg", "both"), validate=validate, renderer=renderer)
+    now = time.perf_counter()
+    record.summary["times"].update(charts_s=round(now - t_charts, 4), total_s=round(now - t_start, 4))
+    record.summary["charts"] = {r.name: (r.skipped or "ok") for r in rendered}
+    write_report(record, rendered, run_dir / "report.html")
 
 
 def _result_of(summary: dict, spec: Spec, run_dir: Path):

@@ -189,12 +189,8 @@ def compile_spec(spec: Spec, task: str, n_classes: int, input_shape: tuple[int, 
                       optimizer=t.optimizer, schedule=t.schedule,
                       with_hist=any(METRICS.get(m).meta.get("needs_hist") for m in metrics))
     train.feed, train.chunk_rows = _choose_feed(t, n_train, batch, steps, input_shape, input_dtype)
-    if spec.plots == "auto":
-        from compilers.charts import auto_items, input_kind
+    from compilers.charts import plot_items
 
-        kind = input_kind(input_shape, input_dtype)
-        charts = tuple(auto_items(task, kind, input_shape[0] if kind == "tabular" else None))
-    else:
-        charts = tuple(spec.plots)
+    charts = plot_items(spec.plots, task, input_shape, input_dtype)
     return Plan(spec=spec, task=task, n_classes=n_classes, input_shape=tuple(input_shape), sizes=dict(sizes),
                 model=model, train=train, charts=charts)

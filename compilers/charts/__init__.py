@@ -39,6 +39,14 @@ def input_kind(input_shape, dtype) -> str:
     return "image" if len(tuple(input_shape)) >= 2 else "tabular"
 
 
+def plot_items(plots, task: str, input_shape, input_dtype) -> tuple[Item, ...]:
+    """The charts a run draws: its `plots` list, or for `plots: auto` what suits its task and inputs."""
+    if plots != "auto":
+        return tuple(plots)
+    kind = input_kind(input_shape, input_dtype)
+    return auto_items(task, kind, tuple(input_shape)[0] if kind == "tabular" else None)
+
+
 def auto_items(task: str, inputs: str | None = None, n_features: int | None = None) -> tuple[Item, ...]:
     """The charts `plots: auto` draws for a task, by section (Data first), then registration order.
 

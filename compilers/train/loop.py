@@ -328,15 +328,16 @@ class _Interrupt:
 
 def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = True, logs=None,
                 times: list[dict] | None = None, shared_data: bool | None = None,
-                resume: bool = False, after_first_epoch=None, defer_checkpoint: bool = False) -> list[RunRecord]:
+                resume: bool = False, after_first_epoch=None, deferred_checkpoints: list | None = None
+                ) -> list[RunRecord]:
     """Trains models that share one compiled structure (plans that differ only in seed and optimizer
     values): one model as it is, several as ONE `jax.vmap`ped program, each with its own parameters,
     optimizer state, shuffles, early stopping and best epoch. Returns one RunRecord per plan.
 
     `resume` (one model): go on from the run directory's latest checkpoint, exactly where it was.
     `after_first_epoch`: called once the first epoch trained here (and its compilation) is done.
-    `defer_checkpoint`: each record's final checkpoint is left to its caller, as the callable
-    `record.write_checkpoint` (writes it and waits for it), to overlap it with the charts."""
+    `deferred_checkpoints`: a list, to which each record's final checkpoint is appended as a callable
+    (writes it and waits for it) for the caller to run, e.g. while the charts are drawn."""
     import jax
     import jax.numpy as jnp
 
@@ -527,8 +528,8 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
                               model=(params, ms))
             ckpts[i].close()
 
-        if defer_checkpoint:
-            records[-1].write_checkpoint = write_checkpoint
+        if deferred_checkpoints is not None:
+            deferred_checkpoints.append(write_checkpoint)
         else:
             write_checkpoint()
     return records

@@ -268,16 +268,13 @@ def _ask_to_draw(ask, run_dir: Path, plan, summary: dict, images: str, validate:
     this process runs `meanwhile` (the final checkpoint)."""
     import json
 
+    import numpy as np
+
     from compilers.runs.record import _jsonable
 
-    auto = None
-    if plan.spec.plots == "auto":
-        from compilers.charts import input_kind
-
-        kind = input_kind(plan.input_shape, plan.model.input_dtype)
-        auto = [plan.task, kind, plan.input_shape[0] if kind == "tabular" else None]
+    inputs = [plan.task, list(plan.input_shape), str(np.dtype(plan.model.input_dtype))]   # for plot_items
     try:
-        answer = ask({"draw": str(run_dir), "auto": auto,
+        answer = ask({"draw": str(run_dir), "inputs": inputs,
                       "summary": json.loads(json.dumps(summary, default=_jsonable)), "images": images,
                       "validate": validate, "t_charts": t_charts, "t_start": t_start, "n_charts": len(plan.charts)},
                      meanwhile)
@@ -304,26 +301,18 @@ class _ParentCharts:
         import compilers.charts.report  # noqa: F401
 
     def answer(self, request: dict) -> dict:
-        from compilers.charts import auto_items
-        from compilers.charts.render import render_charts
-        from compilers.charts.report import write_report
+        from compilers.charts import plot_items
+        from compilers.pipeline import draw_charts
         from compilers.runs.record import RunRecord
 
         run_dir = Path(request["draw"])
-        items = list(auto_items(*request["auto"]) if request["auto"] else self.spec.plots)
+        items = plot_items(self.spec.plots, *request["inputs"])
         if len(items) != request["n_charts"]:
             return {"error": "the charts to draw differ from the training process's plan"}
         record = RunRecord.load(run_dir)
         record.summary = request["summary"]
-        images = request["images"]
-        rendered = render_charts(record, items, run_dir / "charts", png=images in ("png", "both"),
-                                 svg=images in ("svg", "both"), validate=request["validate"], renderer=self.renderer)
-        now = time.perf_counter()
-        times = record.summary["times"]
-        times["charts_s"] = round(now - request["t_charts"], 4)
-        times["total_s"] = round(now - request["t_start"], 4)
-        record.summary["charts"] = {r.name: (r.skipped or "ok") for r in rendered}
-        write_report(record, rendered, run_dir / "report.html")
+        draw_charts(record, items, run_dir, request["images"], validate=request["validate"], renderer=self.renderer,
+                    t_charts=request["t_charts"], t_start=request["t_start"])
         return {"summary": record.summary}
 
     def close(self) -> None:
