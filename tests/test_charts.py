@@ -340,6 +340,14 @@ def test_learning_curves_options():
     spec = build_spec(long, Item("learning_curves", opts()))
     assert _rows(spec) <= MAX_ROWS
     assert any(r.get("epoch") == 30 for r in _values(spec))
+    # A few epochs: one tick per epoch (Vega's own ticks were 1, 1.5, 2, ... printed 1 2 2 3 3)
+    short = classification_record(3, epochs=3)
+    axes = [layer["encoding"]["x"]["axis"] for panel in build_spec(short, Item("learning_curves", opts()))["concat"]
+            for layer in panel["layer"] if "axis" in layer["encoding"]["x"]]
+    assert axes and all(a["values"] == [1, 2, 3] for a in axes)
+    axes = [layer["encoding"]["x"]["axis"] for panel in spec["concat"] for layer in panel["layer"]
+            if "axis" in layer["encoding"]["x"]]
+    assert axes and all("values" not in a and a["tickMinStep"] == 1 for a in axes)
 
 
 def test_binary_without_class_names():

@@ -65,6 +65,12 @@ def learning_curves(record, options: LearningCurvesOptions):
         raise ChartSkip(f"none of {', '.join(wanted)} is in the history (it has {', '.join(available)})")
 
     epochs = np.array([float(h["epoch"]) for h in history])
+    # Whole epochs on the axis: a few epochs get one tick each (tickMinStep alone still let Vega put
+    # ticks at 1.5, 2.5, which "~d" printed as 2, 3: an axis reading 1 2 2 3 3); more get the
+    # steps Vega chooses, never below 1.
+    first, last = (int(np.floor(epochs.min())), int(np.ceil(epochs.max()))) if len(epochs) else (1, 1)
+    epoch_axis = (alt.Axis(values=list(range(first, last + 1)), format="~d") if last - first < 12
+                  else alt.Axis(tickMinStep=1, format="~d"))
     best = record.best_epoch
     keep_best = [int(np.argmin(np.abs(epochs - best)))] if best is not None else []
     # Every panel has up to two rows per epoch, one for the best-epoch rule, and even_indices may
@@ -111,7 +117,7 @@ def learning_curves(record, options: LearningCurvesOptions):
             y_axis = alt.Axis(title=None, labelFlush=True)
         zoom = alt.selection_interval(name=f"zoom_{n_panel}", bind="scales")
         base = alt.Chart().encode(
-            x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1, format="~d")),
+            x=alt.X("epoch:Q", title="epoch", axis=epoch_axis),
             y=alt.Y("value:Q", scale=scale, axis=y_axis),   # the panel title names it
             color=color,
         )
