@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the training pr
 
 def _env(marker: str, worker: str = "1") -> dict:
     return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT), "DSL_WORKER": worker,
-            "DSL_TEST_MARKER": marker}
+            "DSL_TEST_MARKER": f"{marker}-{os.getpid()}"}   # this test process's own runs only
 
 
 def _run(tmp_path: Path, marker: str, *args: str, worker: str = "1") -> subprocess.CompletedProcess:
@@ -40,7 +40,7 @@ def _processes_with(marker: str) -> list[int]:
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if f"DSL_TEST_MARKER={marker}".encode() in env.split(b"\0") and state != "Z":
+        if f"DSL_TEST_MARKER={marker}-{os.getpid()}".encode() in env.split(b"\0") and state != "Z":
             found.append(int(entry.name))
     return found
 
