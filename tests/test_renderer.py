@@ -138,6 +138,24 @@ def test_static_spec_takes_each_selection_as_empty():
     assert static_spec({"mark": "point"}) == {"mark": "point"}
 
 
+def test_static_spec_leaves_out_transparent_layers_that_span_nothing_new():
+    from compilers.charts.renderer import static_spec
+
+    line = {"mark": "line", "encoding": {"x": {"field": "epoch", "type": "quantitative"},
+                                         "y": {"field": "value", "type": "quantitative"}}}
+    dots = {"mark": {"type": "circle", "size": 48},
+            "encoding": {**line["encoding"], "tooltip": [{"field": "value"}],
+                         "opacity": {"condition": {"param": "hover", "value": 1, "empty": False}, "value": 0}}}
+    elsewhere = {**dots, "encoding": {**dots["encoding"], "y": {"field": "other", "type": "quantitative"}}}
+    rule = {"data": {"values": [{"best": 3}]}, "mark": "rule", "encoding": {"x": {"field": "best"}}}
+    spec = {"params": [{"name": "hover", "select": {"type": "point", "on": "pointerover"}, "views": ["v"]}],
+            "data": {"name": "d"}, "concat": [{"layer": [line, dots, rule]}, {"layer": [line, elsewhere]}]}
+    out = static_spec(spec)
+    assert out["concat"][0]["layer"] == [line, rule]       # hidden, and the line spans its domain
+    assert len(out["concat"][1]["layer"]) == 2             # hidden, but its y field is another one
+    assert out["concat"][1]["layer"][1]["encoding"]["opacity"] == {"value": 0}
+
+
 def test_every_chart_kind_converts_without_its_selections():
     """The still images come from static_spec (with the spec itself only as a fallback): every
     chart kind with selections must convert that way."""
