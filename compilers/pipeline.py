@@ -186,6 +186,7 @@ def _start_renderer(specs, results, sweep_job: bool):
 def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sweep_job, resume, primary,
                renderer=None):
     from compilers.runs.log import RunLog
+    from compilers.train import stored
     from compilers.train.loop import train_group
 
     imports_s = round(time.perf_counter() - t, 4)
@@ -274,7 +275,9 @@ def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sw
         record = records[i]
         spec, run_dir, tm = specs[i], run_dirs[i], times[i]
         t = time.perf_counter()
-        record.summary = {**bases[i], "status": "completed", **record.summary, "times": tm}
+        # programs this process loaded from the store / traced and stored (compilers.train.stored)
+        record.summary = {**bases[i], "status": "completed", **record.summary, "times": tm,
+                          "programs": dict(stored.COUNTS)}
         if not primary:   # process 0 writes the record, charts and report
             tm["total_s"] = round(time.perf_counter() - t_start, 4)
             results[i] = _result_of(record.summary, spec, run_dir)

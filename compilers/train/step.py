@@ -18,6 +18,7 @@ from flax import struct
 
 from dsl.registry import LOSSES
 from compilers.train.metrics import batch_stats, finish_stats
+from compilers.train import stored
 from compilers.train.optim import make_optimizer, make_schedule
 
 EVAL_BATCH = 2048  # rows per evaluation minibatch
@@ -164,6 +165,12 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
     # the devices, parameters and optimizer state are replicated, and XLA's partitioner reduces the
     # gradients. One device (or a vmapped group): no mesh, the program as it is.
     mesh = device_mesh(plan.spec.train.devices) if members is None else None
+    # a run of this plan that ran before loads these programs traced and lowered (compilers.train.stored)
+    key = None if mesh is not None or jax.process_count() > 1 else stored.fingerprint(
+        plan, members, shared_data, PROBES, EVAL_BATCH, HIST_BINS)
+
+    def program(fn, name, **options):
+        return stored.Program(fn, name, key, **options)
 
     def shard_batch(v):
         if mesh is None or v.shape[0] % mesh.size:   # (evaluation batches of another size stay whole)
@@ -231,8 +238,8 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
     def vm(f, in_axes):
         return f if members is None else jax.vmap(f, in_axes=in_axes)
 
-    evaluate = jax.jit(vm(partial(eval_scan, keep_outputs=False), (0, 0, d, d, d)))
-    evaluate_predict = jax.jit(vm(partial(eval_scan, keep_outputs=True), (0, 0, d, d, d)))
+    evaluate = program(vm(partial(eval_scan, keep_outputs=False), (0, 0, d, d, d)), "evaluate")
+    evaluate_predict = program(vm(partial(eval_scan, keep_outputs=True), (0, 0, d, d, d)), "evaluate_predict")
 
     if tp.loop == "scan":
         def one_epoch(state, X, Y, key, val):
@@ -247,9 +254,10 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
             vstats = None if val is None else eval_scan(state.params, state.model_state, *val, keep_outputs=False)
             return state, finish_stats(stats, Y[idx], w, n_classes), vstats
 
-        epoch_program = jax.jit(vm(one_epoch, (0, d, d, 0, d)), donate_argnums=0, compiler_options=_loop_options())
-        epoch_program_noval = jax.jit(vm(lambda s, X, Y, k: one_epoch(s, X, Y, k, None), (0, d, d, 0)),
-                                      donate_argnums=0, compiler_options=_loop_options())
+        epoch_program = program(vm(one_epoch, (0, d, d, 0, d)), "epoch", donate_argnums=0,
+                                compiler_options=_loop_options())
+        epoch_program_noval = program(vm(lambda s, X, Y, k: one_epoch(s, X, Y, k, None), (0, d, d, 0)),
+                                      "epoch_noval", donate_argnums=0, compiler_options=_loop_options())
 
         def one_chunk(state, X, Y, W):
             # A chunk of the epoch (train.feed: chunks): its rows already in order, whole minibatches.
@@ -258,7 +266,7 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
             state, stats = jax.lax.scan(lambda s, b: train_step(s, *b, deferred=True), state, (xb, yb, W))
             return state, finish_stats(stats, yb, W, n_classes)
 
-        chunk_program = jax.jit(one_chunk, donate_argnums=0, compiler_options=_loop_options())
+        chunk_program = program(one_chunk, "chunk", donate_argnums=0, compiler_options=_loop_options())
 
         def train_epoch(state, X, Y, key, val, weights=None):
             if weights is not None:
@@ -327,8 +335,9 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
         return jnp.stack(rows) if rows else jnp.zeros((0, HIST_BINS))
 
     programs = Programs(grad_layers=tuple(k.split("_")[1] for k in layer_keys),
-                        weight_hist=jax.jit(vm(weight_hist, (0, 0))), hist_edges=jax.jit(vm(hist_edges, 0)),
-                        init=jax.jit(vm(init, (0, 0))), train_epoch=train_epoch, evaluate=evaluate,
+                        weight_hist=program(vm(weight_hist, (0, 0)), "weight_hist"),
+                        hist_edges=program(vm(hist_edges, 0), "hist_edges"),
+                        init=program(vm(init, (0, 0)), "init"), train_epoch=train_epoch, evaluate=evaluate,
                         evaluate_predict=evaluate_predict, schedule=schedule, tx=tx, unit_schedule=unit_schedule,
                         members=members, lower_epoch=lower_epoch)
     if mesh is not None and jax.process_count() > 1:   # the mesh spans processes: global arrays in, local out
