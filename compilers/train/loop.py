@@ -37,7 +37,10 @@ def _schedule_at(schedule, steps: np.ndarray) -> np.ndarray:
     padded[: steps.size] = steps
     fn = _SCHEDULES.get(id(schedule))
     if fn is None or fn[0] is not schedule:
-        fn = _SCHEDULES[id(schedule)] = (schedule, jax.jit(lambda s: jax.numpy.broadcast_to(schedule(s), s.shape)))
+        from compilers.train import stored
+
+        fn = _SCHEDULES[id(schedule)] = (schedule, stored.Program(
+            lambda s: jax.numpy.broadcast_to(schedule(s), s.shape), "schedule", stored.fingerprint("schedule", schedule)))
     return np.asarray(fn[1](padded), dtype=np.float64)[: steps.size].copy()
 
 
@@ -342,7 +345,7 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
     import jax.numpy as jnp
 
     from compilers.runs.checkpoint import Checkpoints, state_from_tree, state_tree
-    from compilers.train import step as step_module
+    from compilers.train import step as step_module, stored
     from compilers.train.step import eval_batch_size, hyperparams, make_programs, pad_split
 
     # From here on, large buffers (XLA's for an epoch or an evaluation chunk) are mappings of their
@@ -395,7 +398,8 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
     def epoch_key(seed, epoch):
         return jax.random.fold_in(jax.random.key(seed), epoch)
 
-    fold = jax.jit(jax.vmap(epoch_key, in_axes=(0, None)) if vm else epoch_key)
+    fold = stored.Program(jax.vmap(epoch_key, in_axes=(0, None)) if vm else epoch_key, "epoch_key",
+                          stored.fingerprint("epoch_key", vm))
     select = jax.jit(lambda mask, new, old: jax.tree_util.tree_map(
         lambda a, b: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b), new, old))
     best = copy((state.params, state.model_state)) if vm and any(t.restore_best for t in trackers) else None

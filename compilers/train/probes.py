@@ -23,9 +23,12 @@ def _program(kind: str, net, *static):
     key = (kind, net, static)
     fn = _PROGRAMS.get(key)
     if fn is None:
+        from compilers.train import stored
+
         if len(_PROGRAMS) > 64:
             _PROGRAMS.clear()
-        fn = _PROGRAMS[key] = _BUILDERS[kind](net, *static)
+        fn = _PROGRAMS[key] = stored.Program(_BUILDERS[kind](net, *static), f"probe_{kind}",
+                                             stored.fingerprint(kind, net, static))
     return fn
 
 
@@ -43,9 +46,6 @@ def activation_summary(net, params, model_state, x, w) -> dict[str, dict]:
 
 
 def _activations_program(net):
-    import jax
-
-    @jax.jit
     def run(params, model_state, x):
         _, state = net.apply({"params": params, **model_state}, x, train=False,
                              capture_intermediates=True, mutable=["intermediates"])
@@ -92,8 +92,6 @@ def capture(net, params, model_state, x, wanted: tuple[str, ...] | None, attenti
 
 
 def _capture_program(net, wanted, attention):
-    import jax
-
     def run(params, model_state, x):
         _, state = net.apply({"params": params, **model_state}, x, train=False,
                              capture_intermediates=True, mutable=["intermediates"])
@@ -114,7 +112,7 @@ def _capture_program(net, wanted, attention):
         walk(state["intermediates"], "", None)
         return outs, attn
 
-    return jax.jit(run)
+    return run
 
 
 def saliency(net, params, model_state, x, y, task: str, binary_logit: bool, tokens: bool):
@@ -154,7 +152,7 @@ def _gradient_program(net, task, binary_logit):
         return _score(net.apply({"params": params, **model_state}, x, train=False), y, task, binary_logit).sum()
 
     grad = jax.grad(total)
-    return jax.jit(lambda params, model_state, x, y: grad(x, params, model_state, y))
+    return lambda params, model_state, x, y: grad(x, params, model_state, y)
 
 
 def _occlude_program(net, task, binary_logit):
@@ -167,7 +165,6 @@ def _occlude_program(net, task, binary_logit):
         p = jax.nn.sigmoid(out[..., 0]) if binary_logit else jax.nn.softmax(out, -1)
         return jnp.where(y == 1, p, 1 - p) if binary_logit else jnp.take_along_axis(p, y[:, None], -1)[:, 0]
 
-    @jax.jit
     def occlude(params, model_state, x, y):
         def apply(x):
             return net.apply({"params": params, **model_state}, x, train=False)
@@ -269,11 +266,9 @@ def decision_grid(plan, params, model_state, data) -> dict:
 
 
 def _grid_program(net, binary_logit):
-    import jax
-
     from compilers.train.metrics import probabilities
 
-    return jax.jit(lambda p, s, m: probabilities(net.apply({"params": p, **s}, m, train=False), binary_logit))
+    return lambda p, s, m: probabilities(net.apply({"params": p, **s}, m, train=False), binary_logit)
 
 
 _BUILDERS = {"activations": _activations_program, "capture": _capture_program, "gradient": _gradient_program,
