@@ -170,15 +170,32 @@ def _images(spec: Spec, sweep_job: bool) -> str:
     return images
 
 
+FEW_CHARTS = 4
+
+
+def image_processes(charts: int | None = None) -> int:
+    """How many chart-image processes: DSL_IMAGE_PROCESSES, else two where there are two CPUs, but
+    one for a run of a few charts (up to FEW_CHARTS; `charts` None: `plots: auto`, many): each
+    process's JavaScript engine costs ~1 s of CPU to start, more than a second one saves on a few
+    images while the CPUs are busy with the run."""
+    given = int(os.environ.get("DSL_IMAGE_PROCESSES", "0") or 0)
+    if given > 0:
+        return given
+    if charts is not None and charts <= FEW_CHARTS:
+        return 1
+    return max(1, min(2, os.cpu_count() or 1))
+
+
 def _start_renderer(specs, results, sweep_job: bool):
-    """The chart-image process (compilers.charts.renderer), when some run will write images."""
+    """The chart-image processes (compilers.charts.renderer), when some run will write images."""
     if all(results[i] is not None or _images(s, sweep_job) == "none" or (s.plots != "auto" and not s.plots)
            for i, s in enumerate(specs)) or os.environ.get("DSL_RENDERER", "1") == "0" or chart_drawer is not None:
         return None
     from compilers.charts.renderer import Renderer
 
+    charts = None if len(specs) != 1 or specs[0].plots == "auto" else len(specs[0].plots)
     try:
-        return Renderer(processes=int(os.environ.get("DSL_IMAGE_PROCESSES", "0") or 0) or None)
+        return Renderer(processes=image_processes(charts))
     except (OSError, ValueError):
         return None
 

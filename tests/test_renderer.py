@@ -4,6 +4,7 @@ image, and a fallback when the child is gone."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -177,3 +178,16 @@ def test_every_chart_kind_converts_without_its_selections():
         assert vlc.vegalite_to_svg(still).lstrip().startswith("<svg"), (key, kind)
         converted += 1
     assert converted >= 10
+
+
+def test_a_few_charts_get_one_image_process(monkeypatch):
+    from compilers.pipeline import FEW_CHARTS, image_processes
+
+    monkeypatch.delenv("DSL_IMAGE_PROCESSES", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert image_processes(FEW_CHARTS) == image_processes(1) == 1
+    assert image_processes(FEW_CHARTS + 1) == image_processes(None) == 2    # None: plots: auto
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert image_processes(None) == 1
+    monkeypatch.setenv("DSL_IMAGE_PROCESSES", "3")
+    assert image_processes(2) == 3

@@ -3,7 +3,8 @@
 vl-convert runs Vega in an embedded JavaScript engine whose start costs about a second of CPU
 before the first image; converting in the same process puts that second, and every image, on
 the run's critical path, since the engine holds the interpreter while it works. A run that will
-write images starts its children first thing (two where there are two CPUs): their engines start
+write images starts its children first thing (two where there are two CPUs, one for a few charts:
+compilers.pipeline.image_processes): their engines start
 while the run loads data, compiles and trains, and at the end they convert each chart, side by
 side, while the run builds the next one and writes the report. Images are drawn from the chart
 without its selections (`static_spec`).
