@@ -10,7 +10,9 @@ target) trained by a small MLP, in a child process whose peak memory is measured
 Prints per feed: the CSV's size, load time (read + split + prep, summary.json's data_s), training
 samples/s, whole-run wall time, test accuracy, and the child's peak RSS against the float32 size of
 the data (the goal: at most 3x), also less the peak of the same run on --baseline-rows rows (what
-a run costs whatever its data: Python, JAX, XLA's compiled programs, charts).
+a run costs whatever its data: Python, JAX, XLA's compiled programs, charts). Every run starts
+with a cold compilation cache; --warm runs each feed a second time on the first run's caches (a
+spec run again: XLA's executables and the stored programs load, nothing compiles).
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ def main() -> None:
     ap.add_argument("--chunk-rows", type=int, default=None, help="train.chunk_rows with --feed chunks (default: null)")
     ap.add_argument("--baseline-rows", type=int, default=2000, help="rows of the small run whose peak is subtracted (0: none)")
     ap.add_argument("--csv", type=Path, default=None, help="use this CSV if it exists, else write it there and keep it")
+    ap.add_argument("--warm", action="store_true", help="also run each feed a second time, its caches warm")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dsl-big-"))
     try:
@@ -127,6 +130,12 @@ def main() -> None:
             if base:
                 result.update(baseline_peak_mib=round(base / 2**20, 1),
                               peak_less_baseline_over_float32=round((peak - base) / data_bytes, 2))
+            if args.warm:   # the same run again: XLA's cache and the stored programs hit, nothing compiles
+                summary, wall, peak = run(spec, work, f"run_{feed}_warm", overrides)
+                result["warm"] = {"wall_s": round(wall, 1), "load_s": summary["times"]["data_s"],
+                                  "compile_s": summary["times"].get("compile_s"),
+                                  "peak_rss_mib": round(peak / 2**20, 1), "peak_over_float32": round(peak / data_bytes, 2),
+                                  "programs": summary.get("programs")}
             results.append(result)
             print(json.dumps(result, indent=1), flush=True)
     finally:

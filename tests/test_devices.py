@@ -31,7 +31,7 @@ result = {}
 for n in (1, 4):
     summary = run_spec(spec(f"train.devices={n}"), out / str(n), root, progress=False)
     result[n] = {"history": [json.loads(x) for x in (out / str(n) / "metrics.jsonl").read_text().splitlines()],
-                 "metrics": summary["metrics"]}
+                 "metrics": summary["metrics"], "programs": summary["programs"]}
 data, plan = plan_spec(spec("train.devices=4"), root)
 programs = make_programs(plan)
 state = programs.init(jnp.int32(0), hyperparams(plan))
@@ -57,6 +57,8 @@ def test_four_devices_give_the_metrics_of_one(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     one, four = result["1"], result["4"]
+    # a process that sees several devices traces its programs (a stored program is one device's)
+    assert one["programs"] == four["programs"] == {"loaded": 0, "exported": 0}
     assert len(one["history"]) == len(four["history"]) == 15
     for a, b in zip(one["history"], four["history"]):
         for k in a:

@@ -194,7 +194,7 @@ def _take(tree, i: int | None):
     return _TAKE(tree, i)
 
 
-EVAL_CHUNK_BATCHES = 64   # evaluation batches per transfer to the device (131,072 rows at most)
+EVAL_CHUNK_BATCHES = 16   # evaluation batches per transfer to the device (32,768 rows at most)
 
 
 def _splits(data) -> list[str]:

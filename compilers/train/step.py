@@ -166,7 +166,7 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
     # gradients. One device (or a vmapped group): no mesh, the program as it is.
     mesh = device_mesh(plan.spec.train.devices) if members is None else None
     # a run of this plan that ran before loads these programs traced and lowered (compilers.train.stored)
-    key = None if mesh is not None or jax.process_count() > 1 else stored.fingerprint(
+    key = None if mesh is not None else stored.fingerprint(
         plan, members, shared_data, PROBES, EVAL_BATCH, HIST_BINS)
 
     def program(fn, name, **options):

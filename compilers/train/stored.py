@@ -18,7 +18,8 @@ A stored program runs through `jax.jit(exported.call)` with the donation and com
 the original, and JAX's cache then holds its executable. A first run exports (a trace and a lowering,
 as before) and runs the exported program too, so every run of a spec runs the same program. Anything
 that fails on the way (a program `jax.export` cannot serialize, a damaged file) runs the plain
-`jax.jit`. Off with DSL_PROGRAM_CACHE=0 or DSL_COMPILATION_CACHE=0, and on several devices (a mesh).
+`jax.jit`. Off with DSL_PROGRAM_CACHE=0 or DSL_COMPILATION_CACHE=0, and in a process that sees
+several devices.
 """
 
 from __future__ import annotations
@@ -143,8 +144,13 @@ def _config() -> str:
 
 def fingerprint(*parts) -> str | None:
     """A key for programs made from these values (a plan, options); None when one has no exact
-    description or the store is off."""
+    description, the store is off, or the process sees several devices (a mesh's arguments are
+    spread over them; a stored program is one device's)."""
     if not enabled():
+        return None
+    import jax
+
+    if jax.device_count() > 1:
         return None
     out: list = []
     try:
