@@ -24,12 +24,17 @@ def configure_jax() -> None:
     initialize()   # jax.distributed, when the environment starts several processes (before any computation)
     for name in ("absl", "orbax", "jax", "etils"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    cache = os.environ.get("DSL_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dsl")
     if os.environ.get("DSL_COMPILATION_CACHE", "1") != "0":
-        jax.config.update("jax_compilation_cache_dir", os.path.join(cache, "jax"))
+        jax.config.update("jax_compilation_cache_dir", str(cache_root() / "jax"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def cache_root() -> Path:
+    """Where runs keep what they compile: $DSL_CACHE_DIR, else $XDG_CACHE_HOME/dsl or ~/.cache/dsl
+    (jax/: XLA's executables; programs/: the stored programs, compilers.train.stored)."""
+    return Path(os.environ.get("DSL_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dsl"))
 
 
 @functools.lru_cache(maxsize=1)

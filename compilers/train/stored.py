@@ -169,9 +169,9 @@ def enabled() -> bool:
 
 
 def _directory() -> Path:
-    cache = os.environ.get("DSL_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dsl")
-    return Path(cache) / "programs"
+    from compilers.pipeline import cache_root
+
+    return cache_root() / "programs"
 
 
 # pytree node types (optax's states, the training state) that exported trees may hold, registered
