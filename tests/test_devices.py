@@ -58,7 +58,7 @@ def test_four_devices_give_the_metrics_of_one(tmp_path):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     one, four = result["1"], result["4"]
     # a process that sees several devices traces its programs (a stored program is one device's)
-    assert one["programs"] == four["programs"] == {"loaded": 0, "exported": 0, "unstored": 0}
+    assert one["programs"] == four["programs"] == {"loaded": 0, "exported": 0, "unsaved": 0, "unstored": 0}
     assert len(one["history"]) == len(four["history"]) == 15
     for a, b in zip(one["history"], four["history"]):
         for k in a:

@@ -46,16 +46,16 @@ def store(tmp_path, monkeypatch):
 
 def test_a_second_run_loads_its_programs_and_trains_to_the_same_numbers(tmp_path, store, monkeypatch):
     first = _run(tmp_path, "first", "seed=3")
-    assert first[2]["exported"] >= 4 and first[2]["loaded"] == first[2]["unstored"] == 0
+    assert first[2]["exported"] >= 4 and first[2]["loaded"] == first[2]["unsaved"] == first[2]["unstored"] == 0
     files = sorted(store.rglob("*.bin"))
     assert len(files) == first[2]["exported"]
     second = _run(tmp_path, "second", "seed=3")
-    assert second[2] == {"loaded": first[2]["exported"], "exported": 0, "unstored": 0}
+    assert second[2] == {"loaded": first[2]["exported"], "exported": 0, "unsaved": 0, "unstored": 0}
     assert second[:2] == first[:2]
     # the same numbers as the plain jitted programs, to the last bit
     monkeypatch.setenv("DSL_PROGRAM_CACHE", "0")
     plain = _run(tmp_path, "plain", "seed=3")
-    assert plain[2] == {"loaded": 0, "exported": 0, "unstored": 0}
+    assert plain[2] == {"loaded": 0, "exported": 0, "unsaved": 0, "unstored": 0}
     assert plain[:2] == first[:2]
 
 
@@ -66,7 +66,7 @@ def test_a_damaged_or_foreign_file_is_made_again(tmp_path, store):
     head = b'["os:system"]\n'   # a tree that names a type outside optax, flax and compilers
     files[1].write_bytes(head + files[1].read_bytes().partition(b"\n")[2])
     again = _run(tmp_path, "again")
-    assert again[2] == {"loaded": len(files) - 2, "exported": 2, "unstored": 0}
+    assert again[2] == {"loaded": len(files) - 2, "exported": 2, "unsaved": 0, "unstored": 0}
     assert again[:2] == first[:2]
     assert files[0].read_bytes() != b"not a program" and not files[1].read_bytes().startswith(head)
 
@@ -80,9 +80,23 @@ def test_another_model_is_another_program(tmp_path, store):
     assert len(list(store.rglob("*.bin"))) == n + other[2]["exported"]
 
 
+def test_a_program_that_cannot_be_saved_is_counted_and_the_run_goes_on(tmp_path, store, monkeypatch):
+    first = _run(tmp_path, "first", "seed=5")
+
+    def refuse(exported, path):
+        raise ImportError("no serializer")
+
+    monkeypatch.setattr(stored, "_store", refuse)
+    monkeypatch.setenv("DSL_CACHE_DIR", str(tmp_path / "other"))   # nothing to load: every program is made
+    again = _run(tmp_path, "again", "seed=5")
+    assert again[2]["exported"] == first[2]["exported"] and again[2]["unsaved"] == again[2]["exported"]
+    assert not (tmp_path / "other" / "programs").exists()
+    assert again[:2] == first[:2]
+
+
 def test_the_store_is_off_when_asked(tmp_path, store, monkeypatch):
     monkeypatch.setenv("DSL_COMPILATION_CACHE", "0")
-    assert _run(tmp_path, "off")[2] == {"loaded": 0, "exported": 0, "unstored": 0}
+    assert _run(tmp_path, "off")[2] == {"loaded": 0, "exported": 0, "unsaved": 0, "unstored": 0}
     assert not store.exists()
 
 
@@ -125,8 +139,8 @@ def test_a_second_command_loads_every_program(tmp_path):
         logs.append(done.stderr)
         counts.append(json.loads((tmp_path / name / "summary.json").read_text())["programs"])
     n = counts[0]["exported"]
-    assert n >= 4 and counts == [{"loaded": 0, "exported": n, "unstored": 0},
-                                 {"loaded": n, "exported": 0, "unstored": 0}]
+    assert n >= 4 and counts == [{"loaded": 0, "exported": n, "unsaved": 0, "unstored": 0},
+                                 {"loaded": n, "exported": 0, "unsaved": 0, "unstored": 0}]
     for log in logs:
         assert "Finished tracing _stand_in for jit" in log
         assert "Finished tracing init for jit" not in log and "Finished tracing one_epoch for jit" not in log

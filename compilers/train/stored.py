@@ -40,9 +40,10 @@ import numpy as np
 FORMAT = 1   # the stored files' layout; a change makes every old key unused
 
 
-# programs of this process loaded from the store / traced and exported / traced as they are
-# (jax.export could not take them; summary.json reports all three)
-COUNTS = {"loaded": 0, "exported": 0, "unstored": 0}
+# programs of this process loaded from the store / traced and exported / of those, not saved (a full
+# disk, a missing serializer: the run goes on, and the next one traces them again) / traced as they
+# are (jax.export could not take them); summary.json reports all four
+COUNTS = {"loaded": 0, "exported": 0, "unsaved": 0, "unstored": 0}
 
 
 class Unnamed(Exception):
@@ -280,8 +281,8 @@ class Program:
             exported = export.export(jax.jit(self._fn))(*specs)
             try:
                 _store(exported, path)
-            except Exception:   # unstored (a full disk, a tree jax.export cannot name): still this run's
-                pass
+            except Exception:   # still this run's program; counted, so that summary.json shows it
+                COUNTS["unsaved"] += 1
         return exported
 
 
