@@ -19,7 +19,7 @@ from pathlib import Path
 import jax, jax.numpy as jnp
 assert len(jax.local_devices()) == 4
 from compilers.pipeline import plan_spec, run_spec
-from compilers.train.step import hyperparams, make_programs
+from compilers.train.step import epoch_order, hyperparams, make_programs
 from dsl.commands.run import prepare
 from dsl.errors import SpecError
 
@@ -36,7 +36,7 @@ data, plan = plan_spec(spec("train.devices=4"), root)
 programs = make_programs(plan)
 state = programs.init(jnp.int32(0), hyperparams(plan))
 X, Y = jnp.asarray(data.x["train"]), jnp.asarray(data.y["train"])
-result["hlo"] = programs.lower_epoch(state, X, Y, jax.random.key(0), None).compile().as_text()
+result["hlo"] = programs.lower_epoch(state, X, Y, epoch_order(0, 1, plan.sizes["train"], plan.train.batch_size), None).compile().as_text()
 errors = []
 for extra in (["train.devices=8"], ["train.devices=4", "train.batch_size=10"]):
     try:

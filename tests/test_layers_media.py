@@ -139,7 +139,7 @@ def test_the_plan_scans_convolutions_as_im2col_on_the_cpu():
     import jax
 
     from compilers.pipeline import plan_spec
-    from compilers.train.step import hyperparams, make_programs
+    from compilers.train.step import epoch_order, hyperparams, make_programs
     from dsl.parse import parse_spec
 
     assert jax.default_backend() == "cpu"
@@ -159,7 +159,7 @@ def test_the_plan_scans_convolutions_as_im2col_on_the_cpu():
         X, Y = jax.device_put(data.x["train"]), jax.device_put(data.y["train"])
         losses = []
         for e in range(2):
-            state, stats, _ = programs.train_epoch(state, X, Y, jax.random.key(e), None)
+            state, stats, _ = programs.train_epoch(state, X, Y, epoch_order(0, e + 1, p.sizes["train"], p.train.batch_size), None)
             losses.append(float(stats["loss"]) / float(stats["n"]))
         results[loop] = (losses, jax.tree_util.tree_map(np.asarray, state.params))
     for loop in ("scan", "step"):

@@ -15,7 +15,7 @@ def _epoch(*overrides):
     import jax
 
     from compilers.pipeline import plan_spec
-    from compilers.train.step import hyperparams, make_programs
+    from compilers.train.step import epoch_order, hyperparams, make_programs
     from dsl.commands.run import prepare
 
     spec = prepare([f"conf={IRIS}", *overrides], Path.cwd(), sweep_ok=False)[4]
@@ -23,8 +23,8 @@ def _epoch(*overrides):
     programs = make_programs(plan)
     state = programs.init(np.int32(0), hyperparams(plan))
     X, Y = jax.device_put(data.x["train"]), jax.device_put(data.y["train"])
-    text = programs.lower_epoch(state, X, Y, jax.random.key(0), None).as_text()
-    _, stats, _ = programs.train_epoch(state, X, Y, jax.random.key(0), None)
+    text = programs.lower_epoch(state, X, Y, epoch_order(0, 1, plan.sizes["train"], plan.train.batch_size), None).as_text()
+    _, stats, _ = programs.train_epoch(state, X, Y, epoch_order(0, 1, plan.sizes["train"], plan.train.batch_size), None)
     return programs, jax.device_get(stats), text
 
 

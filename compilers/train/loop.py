@@ -239,8 +239,8 @@ def _evaluate(fn, params, model_state, x, y, batch: int, *, outputs: bool = Fals
 
 
 class _ChunkFeed:
-    """train.feed: chunks. Each epoch draws the same padded row order as the device feed
-    (`step._padded_batches` with the epoch's key, fetched to the host), gathers it on the host in
+    """train.feed: chunks. Each epoch takes the same padded row order as the device feed
+    (`step.epoch_order` of the model's seed and the epoch), gathers it on the host in
     chunks of whole minibatches, sends each chunk to the device while the previous one trains (the
     call is asynchronous), trains it with the same compiled steps in order, adds the chunks'
     statistics (sums) and evaluates the validation split, also in chunks, after the last one. The
@@ -248,16 +248,15 @@ class _ChunkFeed:
 
     def __init__(self, programs, plan, data):
         import jax
-        from functools import partial
 
-        from compilers.train.step import _padded_batches, eval_batch_size
+        from compilers.train.step import eval_batch_size
 
         tp = plan.train
         self.programs, self.x, self.y = programs, data.x["train"], data.y["train"]
         self.val = (data.x["val"], data.y["val"]) if "val" in _splits(data) else None
         self.val_batch = eval_batch_size(self.val[0].shape[0]) if self.val is not None else 0   # as the device feed's
         self.steps_per_chunk = max(1, tp.chunk_rows // tp.batch_size)
-        self.order = jax.jit(partial(_padded_batches, n=self.x.shape[0], batch=tp.batch_size, shuffle=True))
+        self.batch = tp.batch_size
         self.add = jax.jit(lambda a, b: jax.tree_util.tree_map(lambda u, v: u + v, a, b))
 
     def _put(self, idx, w):
@@ -270,10 +269,12 @@ class _ChunkFeed:
         np.take(self.x, rows, axis=0, out=xc, mode="clip")
         return jax.device_put((xc, self.y[rows], w))
 
-    def epoch(self, state, key):
+    def epoch(self, state, idx):
+        """idx: the epoch's rows [steps, batch] (`step.epoch_order`)."""
         import jax
 
-        idx, w = jax.device_get(self.order(key))               # [steps, batch] rows and weights
+        n = self.x.shape[0]
+        w = (np.arange(idx.size) < n).astype(np.float32).reshape(idx.shape)   # 0: padding (`step.batch_weights`)
         k = self.steps_per_chunk
         total, pending = None, self._put(idx[:k], w[:k])
         for a in range(0, idx.shape[0], k):
@@ -345,8 +346,8 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
     import jax.numpy as jnp
 
     from compilers.runs.checkpoint import Checkpoints, state_from_tree, state_tree
-    from compilers.train import step as step_module, stored
-    from compilers.train.step import eval_batch_size, hyperparams, make_programs, pad_split
+    from compilers.train import step as step_module
+    from compilers.train.step import epoch_order, eval_batch_size, hyperparams, make_programs, pad_split
 
     # From here on, large buffers (XLA's for an epoch or an evaluation chunk) are mappings of their
     # own that leave the process when freed (not while loading: its NumPy temporaries, ~8 MiB each,
@@ -380,8 +381,7 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
         val = jax.device_put(tuple(stack([p[j] for p in padded]) for j in range(3)))
     seeds = [p.spec.seed for p in plans]
     hps = [hyperparams(p) for p in plans]
-    # seeds as host arrays: the epoch's key is made inside one small program (fold below)
-    keys0 = np.asarray(seeds, np.int32) if vm else np.int32(seeds[0])
+    keys0 = np.asarray(seeds, np.int32) if vm else np.int32(seeds[0])   # init's seeds, as host arrays
     if vm:
         state = programs.init(keys0, jax.tree_util.tree_map(lambda *v: np.asarray(v), *hps))
     else:
@@ -395,11 +395,6 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
     label = plan0.spec.name if not vm else f"{plan0.spec.name} x{M}"
     bar = _Progress(tp.epochs, label, tp.monitor, progress)
     copy = jax.jit(lambda t: jax.tree_util.tree_map(jnp.copy, t))
-    def epoch_key(seed, epoch):
-        return jax.random.fold_in(jax.random.key(seed), epoch)
-
-    fold = stored.Program(jax.vmap(epoch_key, in_axes=(0, None)) if vm else epoch_key, "epoch_key",
-                          stored.fingerprint("epoch_key", vm))
     select = jax.jit(lambda mask, new, old: jax.tree_util.tree_map(
         lambda a, b: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b), new, old))
     best = copy((state.params, state.model_state)) if vm and any(t.restore_best for t in trackers) else None
@@ -457,11 +452,11 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
                 if trackers[0].done and not vm:
                     break
                 e0 = time.perf_counter()
-                keys = fold(keys0, epoch)
+                order = epoch_order(seeds if vm else seeds[0], epoch, plan0.sizes["train"], tp.batch_size)
                 if chunks is not None:
-                    state, stats, vstats = chunks.epoch(state, keys)
+                    state, stats, vstats = chunks.epoch(state, order)
                 else:
-                    state, stats, vstats = programs.train_epoch(state, *train_xy, keys, val)
+                    state, stats, vstats = programs.train_epoch(state, *train_xy, order, val)
                 if step_module.PROBES:
                     hists.append(programs.weight_hist(state.params, edges))  # on the device, [(M,) layers, bins]
                 stats, vstats = jax.device_get((stats, vstats))
