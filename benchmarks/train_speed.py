@@ -20,11 +20,11 @@ pytrees, the flax module used only as a function):
   scan      one jitted call per epoch: `lax.scan` over the shuffled minibatches
   scan+i2c  (convolutional model) the same scan with convolutions as im2col matrix products,
             the known way around XLA:CPU's slow convolutions inside scan (jax#12868)
-The hand-written loops shuffle with `jax.random.permutation`, as JAX code usually does, and drop
-the last partial minibatch; the DSL draws each epoch's order on the host with NumPy (inside its
-timed loop; XLA:CPU's sort-based permutation is the slower part of a small model's epoch), keeps
-every row (padding the last minibatch with zero weights) and also computes its metrics'
-statistics in the epoch.
+  ..., host order: the same scan, the epoch's order drawn on the host with NumPy and passed in
+            (as the DSL does) instead of `jax.random.permutation` inside the jitted epoch
+The hand-written loops drop the last partial minibatch; the DSL keeps every row (padding the last
+minibatch with zero weights) and also computes its metrics' statistics in the epoch. Every loop's
+timing includes drawing its epochs' orders.
 """
 
 from __future__ import annotations
@@ -163,6 +163,26 @@ def hand_loops(makers: dict, data, batch: int, epochs: int) -> dict:
             (p, o), _ = jax.lax.scan(body, (p, o), idx)
             return p, o, loss_fn(p, X[idx[-1]], Y[idx[-1]])
 
+        @partial(jax.jit, donate_argnums=(0, 1))
+        def train_epoch_order(p, o, X, Y, idx, step=step):
+            def body(carry, i):
+                p, o, _ = step(*carry, X[i], Y[i])
+                return (p, o), None
+
+            (p, o), _ = jax.lax.scan(body, (p, o), idx)
+            return p, o, loss_fn(p, X[idx[-1]], Y[idx[-1]])
+
+        def per_epoch_host(params=params, train_epoch=train_epoch_order):
+            p, o = jax.tree_util.tree_map(jnp.copy, params), tx.init(params)
+            order = lambda e: np.random.default_rng(e).permutation(n)[:steps * batch].reshape(steps, batch)  # noqa: E731
+            p, o, loss = train_epoch(p, o, X, Y, order(99))  # compile
+            jax.block_until_ready(p)
+            t = time.perf_counter()
+            for e in range(epochs):
+                p, o, loss = train_epoch(p, o, X, Y, order(e))
+                float(loss)
+            return time.perf_counter() - t
+
         def per_step(params=params, train_step=train_step):
             state = [jax.tree_util.tree_map(jnp.copy, params), tx.init(params)]
             p, o, _ = train_step(*state, X, Y, jnp.arange(batch))  # compile
@@ -189,8 +209,11 @@ def hand_loops(makers: dict, data, batch: int, epochs: int) -> dict:
             loops["hand-written (jit step)"] = (per_step, steps * batch)
             if "scan+i2c" not in makers:
                 loops["hand-written (scan epoch)"] = (per_epoch, steps * batch)
+                loops["hand-written (scan epoch, host order)"] = (per_epoch_host, steps * batch)
         else:
-            loops[f"hand-written ({kind.replace('i2c', 'im2col')})"] = (per_epoch, steps * batch)
+            name = kind.replace('i2c', 'im2col')
+            loops[f"hand-written ({name})"] = (per_epoch, steps * batch)
+            loops[f"hand-written ({name}, host order)"] = (per_epoch_host, steps * batch)
     return loops
 
 
