@@ -31,7 +31,7 @@ result = {}
 for n in (1, 4):
     summary = run_spec(spec(f"train.devices={n}"), out / str(n), root, progress=False)
     result[n] = {"history": [json.loads(x) for x in (out / str(n) / "metrics.jsonl").read_text().splitlines()],
-                 "metrics": summary["metrics"], "programs": summary["programs"]}
+                 "metrics": summary["metrics"], "programs": summary["programs"], "devices": summary["devices"]}
 data, plan = plan_spec(spec("train.devices=4"), root)
 programs = make_programs(plan)
 state = programs.init(jnp.int32(0), hyperparams(plan))
@@ -60,6 +60,7 @@ def test_four_devices_give_the_metrics_of_one(tmp_path):
     # a process that sees several devices traces its programs (a stored program is one device's)
     assert one["programs"] == four["programs"] == {"loaded": 0, "exported": 0, "unsaved": 0, "unstored": 0}
     assert len(one["history"]) == len(four["history"]) == 15
+    assert (one["devices"], four["devices"]) == (1, 4)
     for a, b in zip(one["history"], four["history"]):
         for k in a:
             if k != "time":
@@ -71,3 +72,41 @@ def test_four_devices_give_the_metrics_of_one(tmp_path):
     assert "all-reduce" in result["hlo"]
     assert result["errors"][0].startswith("train.devices: 8 devices asked for; this machine has 4")
     assert result["errors"][1].startswith("train.batch_size: 10 rows per step cannot be split evenly over 4")
+
+
+def test_a_vmapped_group_spreads_its_members_over_the_devices(tmp_path):
+    """hydra/launcher=vmap with train.devices=4 on 4 devices: each device trains one of the 4 models,
+    and every job's epochs and final metrics are those it gets with the group on one device."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "DSL_CACHE_DIR": str(tmp_path / "cache")}
+    runs = {}
+    for n in (1, 4):
+        sweep = tmp_path / f"on{n}"
+        done = subprocess.run([sys.executable, "-m", "dsl", "run", "-m", f"conf={ROOT / 'examples' / 'moons.yaml'}",
+                               "hydra/launcher=vmap", "seed=0,1,2,3", "train.epochs=4", "plots=[]",
+                               f"train.devices={n}", f"hydra.sweep.dir={sweep}"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[n] = [(json.loads((sweep / str(j) / "summary.json").read_text()),
+                    [json.loads(x) for x in (sweep / str(j) / "metrics.jsonl").read_text().splitlines()])
+                   for j in range(4)]
+    for (s1, h1), (s4, h4) in zip(runs[1], runs[4]):
+        assert (s1["devices"], s4["devices"]) == (1, 4)
+        assert s1["times"]["members"] == s4["times"]["members"] == 4      # one group of four, both times
+        assert len(h1) == len(h4) == 4
+        for a, b in zip(h1, h4):
+            for k in a:
+                if k != "time":
+                    assert abs(a[k] - b[k]) <= 1e-4 * max(1.0, abs(a[k])), (k, a[k], b[k])
+        for split, metrics in s1["metrics"].items():
+            for k, v in metrics.items():
+                assert abs(v - s4["metrics"][split][k]) <= 1e-4, (split, k)
+    # the four models differ (the seeds are theirs), so a mix-up of members would show
+    assert len({h[-1]["loss"] for _, h in runs[4]}) == 4
+
+
+def test_how_many_devices_a_group_takes():
+    from compilers.train.loop import spread
+
+    assert [spread(4, m) for m in (1, 2, 3, 4, 6, 8, 16)] == [1, 2, 3, 4, 3, 4, 4]
+    assert spread(1, 16) == 1 and spread(8, 12) == 6 and spread(2, 7) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -183,7 +184,9 @@ def _meta(tr: Tracker, probes: dict) -> dict:
 
 
 def _take(tree, i: int | None):
-    """Member i of a vmapped pytree (the tree itself when nothing is vmapped), in one compiled call."""
+    """Member i of a vmapped pytree (the tree itself when nothing is vmapped), in one compiled call.
+    When the group's members are spread over several devices, the member comes back through the
+    host, uncommitted (as a single model's arrays are), so that any program can take it."""
     global _TAKE
     import jax
 
@@ -191,7 +194,47 @@ def _take(tree, i: int | None):
         return tree
     if _TAKE is None:
         _TAKE = jax.jit(lambda t, i: jax.tree_util.tree_map(lambda a: a[i], t))
-    return _TAKE(tree, i)
+    out = _TAKE(tree, i)
+    leaves = jax.tree_util.tree_leaves(out)
+    if leaves and len(getattr(leaves[0], "devices", lambda: ())()) > 1:
+        out = jax.device_put(jax.device_get(out))
+    return out
+
+
+def member_mesh(devices, members: int):
+    """The 1-D mesh ("members") a vmapped group of `members` models is spread over: train.devices
+    (`auto`: every device) or fewer, the most that divide the members evenly; None for one device,
+    and in a run of several processes (there a group trains on each process's first device)."""
+    import jax
+
+    from compilers.train.step import device_count
+
+    if jax.process_count() > 1:
+        return None
+    d = spread(device_count(devices), members)
+    if d <= 1:
+        return None
+    from jax.sharding import Mesh
+
+    return Mesh(np.array(jax.devices()[:d]), ("members",))
+
+
+def spread(devices: int, members: int) -> int:
+    """How many of `devices` a group of `members` models trains on: the most that divide it evenly."""
+    n = max(1, min(devices, members))
+    return max(k for k in range(1, n + 1) if members % k == 0)
+
+
+def _put(mesh, tree, members: bool):
+    """Host arrays -> device arrays: split over `mesh` on their leading (member) axis when `members`,
+    else whole on each of its devices; on the default device when there is no mesh."""
+    import jax
+
+    if mesh is None:
+        return jax.device_put(tree)
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec("members") if members else PartitionSpec()))
 
 
 EVAL_CHUNK_BATCHES = 16   # evaluation batches per transfer to the device (32,768 rows at most)
@@ -377,23 +420,31 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
     def stack(arrays):
         return np.stack(arrays) if vm and not shared_data else arrays[0]
 
+    # A vmapped group on several devices (train.devices): its members are spread over them, each
+    # device training M / d of the models (`member_mesh`); `put` places host arrays accordingly.
+    members_on = member_mesh(plan0.spec.train.devices, M) if vm else None
+    put = partial(_put, members_on)
+    # the devices the run trains on (summary.json): a group's members', or one model's data-parallel mesh
+    n_devices = ((members_on.devices.size if members_on is not None else 1) if vm
+                 else step_module.device_count(plan0.spec.train.devices))
+    data_per_member = vm and not shared_data
     # train.feed (planned in compilers/plan.py): the training split on the device once, or streamed in
     # chunks. A vmapped group, and a run of several processes, are always fed from the device.
     chunks = _ChunkFeed(programs, plan0, datas[0]) if tp.feed == "chunks" and not vm and jax.process_count() == 1 \
         else None
-    train_xy = None if chunks else (jax.device_put(stack([d.x["train"] for d in datas])),
-                                    jax.device_put(stack([d.y["train"] for d in datas])))
+    train_xy = None if chunks else (put(stack([d.x["train"] for d in datas]), data_per_member),
+                                    put(stack([d.y["train"] for d in datas]), data_per_member))
     has_val = "val" in datas[0].x and datas[0].x["val"].shape[0] > 0
     val = None
     if has_val and chunks is None:
         vb = eval_batch_size(datas[0].x["val"].shape[0])
         padded = [pad_split(d.x["val"], d.y["val"], vb) for d in datas]
-        val = jax.device_put(tuple(stack([p[j] for p in padded]) for j in range(3)))
+        val = put(tuple(stack([p[j] for p in padded]) for j in range(3)), data_per_member)
     seeds = [p.spec.seed for p in plans]
     hps = [hyperparams(p) for p in plans]
     keys0 = np.asarray(seeds, np.int32) if vm else np.int32(seeds[0])   # init's seeds, as host arrays
     if vm:
-        state = programs.init(keys0, jax.tree_util.tree_map(lambda *v: np.asarray(v), *hps))
+        state = programs.init(put(keys0, True), put(jax.tree_util.tree_map(lambda *v: np.asarray(v), *hps), True))
     else:
         state = programs.init(keys0, hps[0])
     # each model's own learning rate at the end of each epoch, computed once
@@ -463,6 +514,8 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
                     break
                 e0 = time.perf_counter()
                 order = epoch_order(seeds if vm else seeds[0], epoch, plan0.sizes["train"], tp.batch_size)
+                if members_on is not None:
+                    order = put(order, True)
                 if chunks is not None:
                     state, stats, vstats = chunks.epoch(state, order)
                 else:
@@ -529,6 +582,7 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
                                times[i]))
         records[-1].summary["feed"] = ({"kind": "chunks", "chunk_rows": tp.chunk_rows} if chunks is not None
                                        else {"kind": "device"})
+        records[-1].summary["devices"] = n_devices
         # The final checkpoint (also the parameters the run reports), after the final evaluation:
         # orbax is imported (~25 MiB) and the save's buffers held once the evaluation is done.
         def write_checkpoint(i=i, tr=tr, n=n, st=st, params=params, ms=ms):

@@ -328,9 +328,13 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
                 idx, w = jnp.arange(steps * batch).reshape(steps, batch), weights
                 val = None
             else:
-                if not weights_dev:
-                    weights_dev.append(jax.device_put(weights_all))
-                idx, w = jax.device_put(order), weights_dev[0]
+                idx = jax.device_put(order)
+                if isinstance(idx, jax.core.Tracer):   # (lower_epoch)
+                    w = weights_all
+                else:
+                    if not weights_dev:    # put where the order is (over a group's devices, or not)
+                        weights_dev.append(jax.device_put(weights_all, idx.sharding))
+                    w = weights_dev[0]
             if zero is None:
                 shapes = jax.eval_shape(stats_shape, state, X, Y, idx, w)
                 zero = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
