@@ -335,10 +335,9 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
                     if not weights_dev:    # put where the order is (over a group's devices, or not)
                         weights_dev.append(jax.device_put(weights_all, idx.sharding))
                     w = weights_dev[0]
-            if zero is None:
-                shapes = jax.eval_shape(stats_shape, state, X, Y, idx, w)
-                zero = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-            acc = jax.tree_util.tree_map(jnp.copy, zero)
+            if zero is None:   # the statistics' shapes (shapes only: lower_epoch calls this inside a trace)
+                zero = jax.eval_shape(stats_shape, state, X, Y, idx, w)
+            acc = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), zero)
             for k in range(idx.shape[-2]):   # idx: [(members,) steps, batch]
                 state, acc = step_acc(state, acc, X, Y, idx, w, k)
             return state, acc, None if val is None else evaluate(state.params, state.model_state, *val)
