@@ -48,6 +48,17 @@ print(json.dumps(result))
 """
 
 
+def _same_numbers(history1, history4, metrics1, metrics4) -> None:
+    """Every epoch's line (but its time) and every final metric agree within 1e-4."""
+    for a, b in zip(history1, history4):
+        for k in a:
+            if k != "time":
+                assert abs(a[k] - b[k]) <= 1e-4 * max(1.0, abs(a[k])), (k, a[k], b[k])
+    for split, metrics in metrics1.items():
+        for k, v in metrics.items():
+            assert abs(v - metrics4[split][k]) <= 1e-4, (split, k)
+
+
 def test_four_devices_give_the_metrics_of_one(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
@@ -61,13 +72,7 @@ def test_four_devices_give_the_metrics_of_one(tmp_path):
     assert one["programs"] == four["programs"] == {"loaded": 0, "exported": 0, "unsaved": 0, "unstored": 0}
     assert len(one["history"]) == len(four["history"]) == 15
     assert (one["devices"], four["devices"]) == (1, 4)
-    for a, b in zip(one["history"], four["history"]):
-        for k in a:
-            if k != "time":
-                assert abs(a[k] - b[k]) <= 1e-4 * max(1.0, abs(a[k])), (k, a[k], b[k])
-    for split, metrics in one["metrics"].items():
-        for k, v in metrics.items():
-            assert abs(v - four["metrics"][split][k]) <= 1e-4, (split, k)
+    _same_numbers(one["history"], four["history"], one["metrics"], four["metrics"])
     # the gradients really are reduced across devices
     assert "all-reduce" in result["hlo"]
     assert result["errors"][0].startswith("train.devices: 8 devices asked for; this machine has 4")
@@ -94,13 +99,7 @@ def test_a_vmapped_group_spreads_its_members_over_the_devices(tmp_path):
         assert (s1["devices"], s4["devices"]) == (1, 4)
         assert s1["times"]["members"] == s4["times"]["members"] == 4      # one group of four, both times
         assert len(h1) == len(h4) == 4
-        for a, b in zip(h1, h4):
-            for k in a:
-                if k != "time":
-                    assert abs(a[k] - b[k]) <= 1e-4 * max(1.0, abs(a[k])), (k, a[k], b[k])
-        for split, metrics in s1["metrics"].items():
-            for k, v in metrics.items():
-                assert abs(v - s4["metrics"][split][k]) <= 1e-4, (split, k)
+        _same_numbers(h1, h4, s1["metrics"], s4["metrics"])
     # the four models differ (the seeds are theirs), so a mix-up of members would show
     assert len({h[-1]["loss"] for _, h in runs[4]}) == 4
 
