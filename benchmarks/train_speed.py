@@ -152,10 +152,7 @@ def hand_loops(makers: dict, data, batch: int, epochs: int) -> dict:
         def train_step(p, o, X, Y, idx, step=step):
             return step(p, o, X[idx], Y[idx])
 
-        @partial(jax.jit, donate_argnums=(0, 1))
-        def train_epoch(p, o, X, Y, key, step=step):
-            idx = jax.random.permutation(key, n)[:steps * batch].reshape(steps, batch)
-
+        def scan_epoch(p, o, X, Y, idx, step=step, loss_fn=loss_fn):
             def body(carry, i):
                 p, o, _ = step(*carry, X[i], Y[i])
                 return (p, o), None
@@ -164,13 +161,10 @@ def hand_loops(makers: dict, data, batch: int, epochs: int) -> dict:
             return p, o, loss_fn(p, X[idx[-1]], Y[idx[-1]])
 
         @partial(jax.jit, donate_argnums=(0, 1))
-        def train_epoch_order(p, o, X, Y, idx, step=step):
-            def body(carry, i):
-                p, o, _ = step(*carry, X[i], Y[i])
-                return (p, o), None
+        def train_epoch(p, o, X, Y, key, scan_epoch=scan_epoch):
+            return scan_epoch(p, o, X, Y, jax.random.permutation(key, n)[:steps * batch].reshape(steps, batch))
 
-            (p, o), _ = jax.lax.scan(body, (p, o), idx)
-            return p, o, loss_fn(p, X[idx[-1]], Y[idx[-1]])
+        train_epoch_order = jax.jit(scan_epoch, donate_argnums=(0, 1))   # the order drawn on the host
 
         def per_epoch_host(params=params, train_epoch=train_epoch_order):
             p, o = jax.tree_util.tree_map(jnp.copy, params), tx.init(params)

@@ -302,14 +302,15 @@ class _ChunkFeed:
     def __init__(self, programs, plan, data):
         import jax
 
-        from compilers.train.step import eval_batch_size
+        from compilers.train.step import batch_weights, eval_batch_size
 
         tp = plan.train
         self.programs, self.x, self.y = programs, data.x["train"], data.y["train"]
         self.val = (data.x["val"], data.y["val"]) if "val" in _splits(data) else None
         self.val_batch = eval_batch_size(self.val[0].shape[0]) if self.val is not None else 0   # as the device feed's
         self.steps_per_chunk = max(1, tp.chunk_rows // tp.batch_size)
-        self.batch = tp.batch_size
+        n = self.x.shape[0]
+        self.weights = batch_weights(n, -(-n // tp.batch_size), tp.batch_size, np)   # every epoch's (0: padding)
         self.add = jax.jit(lambda a, b: jax.tree_util.tree_map(lambda u, v: u + v, a, b))
 
     def _put(self, idx, w):
@@ -326,8 +327,7 @@ class _ChunkFeed:
         """idx: the epoch's rows [steps, batch] (`step.epoch_order`)."""
         import jax
 
-        n = self.x.shape[0]
-        w = (np.arange(idx.size) < n).astype(np.float32).reshape(idx.shape)   # 0: padding (`step.batch_weights`)
+        w = self.weights
         k = self.steps_per_chunk
         total, pending = None, self._put(idx[:k], w[:k])
         for a in range(0, idx.shape[0], k):

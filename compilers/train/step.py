@@ -105,9 +105,10 @@ def epoch_order(seed, epoch: int, n: int, batch: int):
     return order.reshape(steps, batch)
 
 
-def batch_weights(n: int, steps: int, batch: int):
-    """Weights [steps, batch] of an epoch's minibatches: 1 for the n rows, 0 for the padding."""
-    return (jnp.arange(steps * batch) < n).astype(jnp.float32).reshape(steps, batch)
+def batch_weights(n: int, steps: int, batch: int, xp=jnp):
+    """Weights [steps, batch] of an epoch's minibatches: 1 for the n rows, 0 for the padding; made by
+    `xp` (jax.numpy inside a compiled epoch, numpy on the host)."""
+    return (xp.arange(steps * batch) < n).astype(xp.float32).reshape(steps, batch)
 
 
 REGION_ANALYSIS_MAX_PARAMS = 128 * 1024   # parameters: up to this many, CPU copy insertion uses region analysis
@@ -267,6 +268,8 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
     evaluate_predict = program(vm(partial(eval_scan, keep_outputs=True), (0, 0, d, d, d)), "evaluate_predict")
 
     if tp.loop == "scan":
+        loop_options = _loop_options(plan)
+
         def one_epoch(state, X, Y, idx, val):
             # One compiled call per epoch: every minibatch step in the given order, then the validation pass.
             w = batch_weights(n_train, idx.shape[0], batch)
@@ -280,9 +283,9 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
             return state, finish_stats(stats, Y[idx], w, n_classes), vstats
 
         epoch_program = program(vm(one_epoch, (0, d, d, 0, d)), "epoch", donate_argnums=0,
-                                compiler_options=_loop_options(plan))
+                                compiler_options=loop_options)
         epoch_program_noval = program(vm(lambda s, X, Y, k: one_epoch(s, X, Y, k, None), (0, d, d, 0)),
-                                      "epoch_noval", donate_argnums=0, compiler_options=_loop_options(plan))
+                                      "epoch_noval", donate_argnums=0, compiler_options=loop_options)
 
         def one_chunk(state, X, Y, W):
             # A chunk of the epoch (train.feed: chunks): its rows already in order, whole minibatches.
@@ -291,7 +294,7 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
             state, stats = jax.lax.scan(lambda s, b: train_step(s, *b, deferred=True), state, (xb, yb, W))
             return state, finish_stats(stats, yb, W, n_classes)
 
-        chunk_program = program(one_chunk, "chunk", donate_argnums=0, compiler_options=_loop_options(plan))
+        chunk_program = program(one_chunk, "chunk", donate_argnums=0, compiler_options=loop_options)
 
         def train_epoch(state, X, Y, order, val, weights=None):
             if weights is not None:
@@ -307,7 +310,7 @@ def make_programs(plan, *, members: int | None = None, shared_data: bool = True)
         import numpy as np
 
         steps = -(-n_train // batch)
-        weights_all = (np.arange(steps * batch) < n_train).astype(np.float32).reshape(steps, batch)  # (batch_weights)
+        weights_all = batch_weights(n_train, steps, batch, np)
         if members is not None:
             weights_all = np.broadcast_to(weights_all, (members, steps, batch))
         weights_dev = []   # weights_all on the device, put there once
