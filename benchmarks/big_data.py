@@ -6,8 +6,9 @@ target) trained by a small MLP, in a child process whose peak memory is measured
     python benchmarks/big_data.py                      # 1,000,000 x 50, 2 epochs, both feeds
     python benchmarks/big_data.py --rows 200000 --epochs 1 --feed chunks --chunk-rows 65536
     python benchmarks/big_data.py --csv /tmp/big.csv   # reuse (or keep) the generated file
+    python benchmarks/big_data.py --format parquet     # the same table as a Parquet file
 
-Prints per feed: the CSV's size, load time (read + split + prep, summary.json's data_s), training
+Prints per feed: the CSV's (and the Parquet file's) size, load time (read + split + prep, summary.json's data_s), training
 samples/s, whole-run wall time, test accuracy, and the child's peak RSS against the float32 size of
 the data (the goal: at most 3x), also less the peak of the same run on --baseline-rows rows (what
 a run costs whatever its data: Python, JAX, XLA's compiled programs, charts). Every run starts
@@ -32,7 +33,7 @@ SPEC = """\
 name: big
 seed: 0
 data:
-  source: {csv}
+  source: {source}
   target: y
   prep: [standardize]
   split: {{test: 0.1, val: 0.05}}
@@ -64,6 +65,32 @@ def write_csv(path: Path, rows: int, cols: int) -> None:
             np.savetxt(f, block, delimiter=",", fmt=["%.4f"] * cols + ["%d"])
 
 
+def write_parquet(csv: Path, path: Path) -> None:
+    """The CSV's table as Parquet (float32 features, the target int8) with pyarrow's default row
+    groups (up to 1,048,576 rows each; pandas' `to_parquet` writes the same), in a process of its
+    own (`apart`): it holds the whole table while it writes."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    table = pacsv.read_csv(csv)
+    schema = pa.schema([pa.field(n, pa.int8() if n == "y" else pa.float32()) for n in table.schema.names])
+    pq.write_table(table.cast(schema), path)
+
+
+def apart(fn, *args) -> None:
+    """fn(*args) in a process of its own. A child's peak RSS as the kernel reports it (os.wait4)
+    includes the memory of this process at the moment it forked the child (the copy it replaced
+    by exec), so this process stays small: whatever writes the data files frees nothing back to it."""
+    import multiprocessing
+
+    p = multiprocessing.get_context("spawn").Process(target=fn, args=args)
+    p.start()
+    p.join()
+    if p.exitcode != 0:
+        raise SystemExit(f"{fn.__name__} failed (exit status {p.exitcode})")
+
+
 def run(spec: Path, work: Path, name: str, overrides: list[str]) -> tuple[dict, float, int]:
     """(summary.json, wall seconds, peak RSS bytes) of one child run; the peak is the child's own
     (os.wait4), not the largest of all children so far."""
@@ -91,6 +118,8 @@ def main() -> None:
     ap.add_argument("--chunk-rows", type=int, default=None, help="train.chunk_rows with --feed chunks (default: null)")
     ap.add_argument("--baseline-rows", type=int, default=2000, help="rows of the small run whose peak is subtracted (0: none)")
     ap.add_argument("--csv", type=Path, default=None, help="use this CSV if it exists, else write it there and keep it")
+    ap.add_argument("--format", choices=["csv", "parquet"], default="csv",
+                    help="the file the runs read: the CSV, or the same table as Parquet (written beside it)")
     ap.add_argument("--warm", action="store_true", help="also run each feed a second time, its caches warm")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dsl-big-"))
@@ -98,16 +127,25 @@ def main() -> None:
         csv = args.csv or work / "big.csv"
         if not csv.exists():
             t = time.perf_counter()
-            write_csv(csv, args.rows, args.cols)
+            apart(write_csv, csv, args.rows, args.cols)
             print(f"wrote {csv} ({csv.stat().st_size / 2**20:,.0f} MiB) in {time.perf_counter() - t:.1f} s", flush=True)
+        source = csv
+        if args.format == "parquet":
+            source = work / "big.parquet"
+            t = time.perf_counter()
+            apart(write_parquet, csv, source)
+            print(f"wrote {source} ({source.stat().st_size / 2**20:,.0f} MiB) in {time.perf_counter() - t:.1f} s", flush=True)
         spec = work / "big.yaml"
-        spec.write_text(SPEC.format(csv=csv, epochs=args.epochs))
+        spec.write_text(SPEC.format(source=source, epochs=args.epochs))
         data_bytes = args.rows * (args.cols + 1) * 4
         base = 0
         if args.baseline_rows:
             small = work / "small.csv"
-            write_csv(small, args.baseline_rows, args.cols)
-            (work / "small.yaml").write_text(SPEC.format(csv=small, epochs=args.epochs))
+            apart(write_csv, small, args.baseline_rows, args.cols)
+            if args.format == "parquet":
+                apart(write_parquet, small, work / "small.parquet")
+                small = work / "small.parquet"
+            (work / "small.yaml").write_text(SPEC.format(source=small, epochs=args.epochs))
             _, _, base = run(work / "small.yaml", work, "small", [])
         feeds = ["device", "chunks"] if args.feed == "both" else [args.feed]
         results = []
@@ -120,8 +158,9 @@ def main() -> None:
             n_train = summary["data"]["sizes"]["train"]
             train_s = max(times["train_s"] - times.get("compile_s", 0.0), 1e-9)
             rate = n_train * max(args.epochs - 1, 1) / train_s if args.epochs > 1 else n_train / times["train_s"]
-            result = {"feed": summary.get("feed", {"kind": feed}), "rows": args.rows, "cols": args.cols,
-                      "csv_mib": round(csv.stat().st_size / 2**20, 1), "float32_mib": round(data_bytes / 2**20, 1),
+            result = {"feed": summary.get("feed", {"kind": feed}), "format": args.format, "rows": args.rows,
+                      "cols": args.cols, "csv_mib": round(csv.stat().st_size / 2**20, 1),
+                      "file_mib": round(source.stat().st_size / 2**20, 1), "float32_mib": round(data_bytes / 2**20, 1),
                       "load_s": times["data_s"], "plan_s": times["plan_s"], "compile_s": times.get("compile_s"),
                       "train_s": times["train_s"], "samples_per_s_after_first_epoch": round(rate),
                       "wall_s": round(wall, 1), "peak_rss_mib": round(peak / 2**20, 1),
