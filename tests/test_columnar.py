@@ -178,3 +178,30 @@ def test_memory_stays_near_the_float32_table(tmp_path):
     added, table = map(int, done.stdout.split())
     assert table == rows * cols * 4
     assert added < 1.5 * table + 96 * 2**20, f"loading added {added / table:.2f}x the float32 table to the peak"
+
+
+@pytest.mark.parametrize("features", [["a", "b", "c", "big", "level"], NUMERIC], ids=["floats", "with_flag"])
+@pytest.mark.parametrize("prep", [["drop_na"], ["impute", "standardize"]], ids=["raw", "prepped"])
+def test_a_batch_copied_whole_or_column_by_column_gives_the_same_bits(files, features, prep, monkeypatch):
+    """A CSV's feature columns, all read as float64, go into the blocks as one matrix per batch
+    (`_matrix`); any other column type (the boolean `flag`) sends the batch column by column. With
+    NaNs (`a`, `level`) and a column held relative to its mean (`big`), both give the same bits."""
+    s = spec({"source": "t.csv", "target": "y", "features": features, "prep": prep})
+    calls = []
+    matrix = columnar._matrix
+
+    def spy(batch, n):
+        out = matrix(batch, n)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(columnar, "_matrix", spy)
+    whole = load_dataset(s, files)
+    assert calls and all(calls) == (features != NUMERIC) and any(calls) == (features != NUMERIC)
+    monkeypatch.setattr(columnar, "_whole_batches", lambda: False)
+    calls.clear()
+    apart = load_dataset(s, files)
+    assert calls and not any(calls)
+    for k in apart.x:
+        assert np.array_equal(whole.x[k], apart.x[k], equal_nan=True) and np.array_equal(whole.y[k], apart.y[k])
+    assert whole.prep_state == apart.prep_state

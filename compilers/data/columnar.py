@@ -25,6 +25,7 @@ float64 mean (`_shifts`); tests/test_columnar.py compares the two paths.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -178,14 +179,17 @@ def _read(spec, reader: _Reader, table: Table):
                 continue
             if [str(n) for n in batch.schema.names] != features + [target]:
                 raise _Fallback
-            columns = []
-            for j in range(len(features)):
-                column = batch.column(j)
-                if not _numeric_type(column.type) or (j in booleans and column.null_count):
-                    raise _Fallback      # booleans with gaps are objects in pandas: the frame path says so
-                columns.append(None if pa.types.is_null(column.type) else column.to_numpy(zero_copy_only=False))
+            whole, columns = _matrix(batch, len(features)), None
+            if whole is None:
+                columns = []
+                for j in range(len(features)):
+                    column = batch.column(j)
+                    if not _numeric_type(column.type) or (j in booleans and column.null_count):
+                        raise _Fallback      # booleans with gaps are objects in pandas: the frame path says so
+                    columns.append(None if pa.types.is_null(column.type) else column.to_numpy(zero_copy_only=False))
             if shift is None:
-                shift = _shifts(columns)
+                shift = _shifts(columns if whole is None else list(whole.T))
+                shifted = bool(shift.any())
             target_chunks.append(batch.column(len(features)))
             if pa.types.is_binary(target_chunks[-1].type) or pa.types.is_large_binary(target_chunks[-1].type):
                 raise _Fallback
@@ -197,9 +201,12 @@ def _read(spec, reader: _Reader, table: Table):
                         starts.append(starts[-1] + cap)
                     current, filled = np.empty((cap, len(features)), np.float32, order="F"), 0
                 take = min(rows - pos, cap - filled)
-                for j, v in enumerate(columns):
-                    current[filled:filled + take, j] = np.nan if v is None else \
-                        (v[pos:pos + take] - shift[j] if shift[j] else v[pos:pos + take])
+                if whole is not None:
+                    current[filled:filled + take] = whole[pos:pos + take] - shift if shifted else whole[pos:pos + take]
+                else:
+                    for j, v in enumerate(columns):
+                        current[filled:filled + take, j] = np.nan if v is None else \
+                            (v[pos:pos + take] - shift[j] if shift[j] else v[pos:pos + take])
                 filled, pos = filled + take, pos + take
     except (pa.ArrowException, OSError, ValueError):
         raise _Fallback from None
@@ -214,6 +221,30 @@ def _read(spec, reader: _Reader, table: Table):
         chunked = chunked.cast(pa.float64())
     series = pa.table([chunked], names=[target]).to_pandas(date_as_object=False)[target]
     return features, target, blocks, np.asarray(starts, np.int64), series, shift
+
+
+def _matrix(batch, features: int):
+    """The batch's first `features` columns as one [rows, features] column-major float64 matrix
+    (nulls as NaN) when all of them are float64 (a CSV's numbers are read so), else None (each
+    column is then copied on its own), the values the same to the bit. One copy per batch rather
+    than one per column: a 50,000 x 500 CSV (~280 rows per batch) loads in 1.6-1.8 s instead of
+    1.8-2.1 s; a 1,000,000 x 50 one, bound by pyarrow's parsing, no faster."""
+    import pyarrow as pa
+
+    if not features or not _whole_batches() or any(t != pa.float64() for t in batch.schema.types[:features]):
+        return None
+    return np.asarray(batch.select(range(features)).to_tensor(null_to_nan=True, row_major=False))
+
+
+@functools.lru_cache(maxsize=None)
+def _whole_batches() -> bool:
+    """RecordBatch.to_tensor takes null_to_nan and row_major from pyarrow 16 on."""
+    import pyarrow as pa
+
+    try:
+        return int(pa.__version__.split(".")[0]) >= 16
+    except ValueError:
+        return False
 
 
 SHIFT_RATIO = 4096   # a column whose values exceed this many standard deviations is held relative to its mean
