@@ -342,6 +342,36 @@ def test_split_sizes_and_determinism():
     assert [int((y[a["val"]] == k).sum()) for k in "abc"] == [5, 3, 2]
 
 
+@pytest.mark.parametrize("values", [
+    ["negative", "positive", "Zeta", "alpha", "émile", "10", "9"],
+    [1, "1", 1.0, True, None, float("nan"), "None", "b"],            # equal in Python, apart as strings
+    [3, 10, 2, -1],
+], ids=["strings", "mixed", "ints"])
+def test_stratified_classes_are_the_sorted_strings_of_the_labels(values):
+    """The split's class numbers: each label's rank among the distinct str(label), as np.unique
+    over the strings gives them (so the same seed keeps drawing the same rows)."""
+    from compilers.data.split import _codes
+
+    labels = np.array(values, dtype=object)[np.random.default_rng(0).integers(0, len(values), 5000)]
+    expected = np.unique(np.array([str(v) for v in labels]), return_inverse=True)[1].reshape(-1)
+    assert np.array_equal(_codes(labels, 5000), expected)
+    assert np.array_equal(_codes(labels.astype(str) if values[0] == "negative" else labels, 5000), expected)
+
+
+def test_class_codes_are_the_positions_of_the_labels_among_the_classes():
+    """What pd.Categorical(labels, categories=names).codes gave (pandas 4 will refuse a label that is
+    not a category), without pandas 3's new Python string per row."""
+    from compilers.data.prep import class_codes
+
+    labels = np.array(["b", None, "a", "c", "zz", "a", None, "10", "9"], dtype=object)
+    names = ["9", "10", "a", "b", "c"]
+    expected = np.array([names.index(v) if v in names else -1 for v in labels])
+    assert class_codes(labels, names).dtype == np.int32
+    assert np.array_equal(class_codes(labels, names), expected)          # "zz" and None: -1
+    assert np.array_equal(class_codes(pd.Series(labels, dtype=object), names), expected)
+    assert class_codes(np.array([], dtype=object), names).shape == (0,)
+
+
 def test_stratify_with_tiny_classes():
     y = np.array(["a"] * 40 + ["b"] * 2 + ["c"])
     parts = split_indices(43, y, Split(test=0.25, val=0.25), 0, True)

@@ -483,9 +483,8 @@ def load_columnar(spec, cwd: Path) -> Dataset | None:
 
 
 def _load(spec, cwd: Path) -> Dataset | None:
-    import pandas as pd
-
     from compilers.data.load import classes_and_split, resolve_shape
+    from compilers.data.prep import class_codes
 
     if not eligible(spec):
         return None
@@ -513,11 +512,11 @@ def _load(spec, cwd: Path) -> Dataset | None:
     input_shape = resolve_shape(data.shape, len(features))
     x = _assemble(tab, index)
     y = {}
+    codes = class_codes(labels, class_names) if task == "classification" else None
     for name in SPLITS:
         x[name] = x[name].reshape((len(index[name]),) + input_shape)
         if task == "classification":
-            codes = pd.Categorical(labels.to_numpy(dtype=object)[index[name]], categories=class_names).codes
-            y[name] = codes.astype(np.int32)
+            y[name] = codes[index[name]]
         else:
             y[name] = series.to_numpy(dtype=np.float32, na_value=np.nan)[index[name]]
     n_rows = sum(len(v) for v in index.values())

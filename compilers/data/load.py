@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from compilers.data.dataset import RAW_SAMPLE_ROWS, Dataset, Table
-from compilers.data.prep import (IMAGE_ONLY, PrepContext, describe_dtype, is_numeric, label_strings,
+from compilers.data.prep import (IMAGE_ONLY, PrepContext, class_codes, describe_dtype, is_numeric, label_strings,
                                   natural_sorted)
 from compilers.data.sources import SourceContext
 from compilers.data.split import SPLITS, split_indices
@@ -296,8 +296,6 @@ def load_dataset(spec, cwd: Path, *, columnar: bool = True) -> Dataset:
 
     `columnar`: numeric CSV and Parquet files take the lean path of `columnar.py` (float32 blocks,
     no pandas copies; the same results); False forces the frame path (tests compare the two)."""
-    import pandas as pd
-
     data = spec.data
     image = _steps_of(data.prep, "image")
     if image and data.source.kind != "image_folder":
@@ -348,8 +346,7 @@ def load_dataset(spec, cwd: Path, *, columnar: bool = True) -> Dataset:
                                            f"`drop_na: {{columns: [{target}]}}` to data.prep")
         x[name] = to_x(f, feature_names, data.shape, np.int32 if text else np.float32)
         if task == "classification":
-            codes = pd.Categorical(label_strings(f[target]), categories=class_names).codes
-            y[name] = codes.astype(np.int32)
+            y[name] = class_codes(label_strings(f[target]), class_names)
         else:
             y[name] = f[target].to_numpy(dtype=np.float32, na_value=np.nan)
 
@@ -473,8 +470,7 @@ def _load_arrays(spec, table: Table) -> Dataset:
     for name in SPLITS:
         x[name] = np.ascontiguousarray(x[name], dtype=np.float32).reshape((len(index[name]),) + input_shape)
         if task == "classification":
-            codes = pd.Categorical(labels[index[name]], categories=class_names).codes
-            y[name] = codes.astype(np.int32)
+            y[name] = class_codes(labels[index[name]], class_names)
         else:
             y[name] = y_all[index[name]].astype(np.float32)
 

@@ -119,6 +119,19 @@ def label_strings(series) -> "Any":
     return pd.Series(names[codes], index=series.index, dtype=object)   # code -1 -> the trailing None
 
 
+def class_codes(labels, class_names) -> np.ndarray:
+    """int32 position of each label (a string, or None) in `class_names`; -1 for a missing or unknown
+    one. What `pd.Categorical(labels, categories=class_names).codes` gives, but pandas 3 matches
+    object labels through its arrow-backed strings, a new Python string per row (~50 MB per million),
+    and pandas 4 will refuse a label that is not one of the categories."""
+    import pandas as pd
+
+    inverse, uniques = pd.factorize(np.asarray(labels, dtype=object))     # a missing label: -1
+    position = {name: i for i, name in enumerate(class_names)}
+    table = np.array([position.get(u, -1) for u in uniques] + [-1], dtype=np.int32)
+    return table[inverse]
+
+
 def natural_sorted(labels) -> list[str]:
     """Numbers in numeric order ("2" before "10"), then everything else in string order."""
     def key(label: str):
