@@ -33,6 +33,10 @@ def files(tmp_path_factory):
         "note": rng.choice(["x", "y"], N), "level": rng.normal(10, 3, N)})
     frame.loc[rng.choice(N, 40, replace=False), "a"] = np.nan
     frame.loc[rng.choice(N, 5, replace=False), "level"] = np.nan
+    # text for one_hot: a city with gaps, and a category seen in 3 rows only (maybe never in training)
+    frame["city"] = rng.choice(["paris", "lyon", "nice", "Brest", "10", "9"], N).astype(object)
+    frame.loc[rng.choice(N, 60, replace=False), "city"] = None
+    frame.loc[rng.choice(N, 3, replace=False), "city"] = "rare town"
     frame.to_csv(root / "t.csv", index=False)
     frame.to_parquet(root / "t.parquet")
     (root / "sparse.csv").write_text("a,b,y\n" + "".join(f"{'1' if i == 0 else ''},{i},{i % 2}\n" for i in range(20)))
@@ -87,6 +91,62 @@ def test_same_dataset_as_the_frame_path(files, source, prep):
                                   check_dtype=False, rtol=1e-6)
 
 
+ONE_HOT = [
+    (None, ["impute", "one_hot", "standardize"]),
+    (NUMERIC + ["note"], [{"one_hot": ["note"]}, {"impute": "median"}]),
+    (None, ["drop_na", {"one_hot": {"columns": ["city", "note"]}}, {"clip": {"max": 0.5}}, "min_max"]),
+    (["city", "a", "b"], [{"standardize": ["a"]}, "one_hot", "impute", {"drop_na": ["city=paris"]}]),
+]
+
+
+@pytest.mark.parametrize("source", ["t.csv", "t.parquet"])
+@pytest.mark.parametrize("features,prep", ONE_HOT, ids=[f"one_hot{i}" for i in range(len(ONE_HOT))])
+def test_one_hot_text_columns_give_the_frame_paths_dataset(files, source, features, prep, monkeypatch):
+    """Text features that one_hot encodes are held as codes (4 bytes a row) and their 0/1 columns
+    made as the split matrices are filled: the same dataset as the frame path's, column for column."""
+    taken = []
+    real = columnar.load_columnar
+    monkeypatch.setattr(columnar, "load_columnar", lambda *a: taken.append(real(*a)) or taken[-1])
+    lean, frame = both({"source": source, "target": "y", "features": features, "prep": prep}, files)
+    assert taken[0] is not None                                        # the columnar path took it
+    assert not isinstance(lean, Exception) and not isinstance(frame, Exception), (lean, frame)
+    assert lean.feature_names == frame.feature_names and any("=" in c for c in lean.feature_names)
+    assert lean.description == frame.description and lean.input_shape == frame.input_shape
+    assert lean.class_names == frame.class_names
+    for k in frame.x:
+        assert lean.x[k].dtype == np.float32 and lean.x[k].ctypes.data % ALIGN == 0
+        np.testing.assert_allclose(lean.x[k], frame.x[k], rtol=1e-6, atol=1e-6)
+        assert np.array_equal(lean.y[k], frame.y[k])
+    a, b = lean.prep_state, frame.prep_state
+    assert [s["kind"] for s in a] == [s["kind"] for s in b]
+    for sa, sb in zip(a, b):
+        for key, value in sa["state"].items():
+            if isinstance(value, list) and value and isinstance(value[0], float):
+                np.testing.assert_allclose(value, sb["state"][key], rtol=1e-6, atol=1e-12)   # 0 +- float noise
+            else:
+                assert value == sb["state"][key], (sa["kind"], key)
+    json.dumps(a)
+    pd.testing.assert_frame_equal(lean.raw.reset_index(drop=True), frame.raw.reset_index(drop=True),
+                                  check_dtype=False, rtol=1e-6)
+
+
+@pytest.mark.parametrize("data", [
+    {"prep": [{"one_hot": {"columns": ["city"], "max_categories": 3}}, {"one_hot": ["note"]}, "impute"]},
+    {"prep": ["impute", {"standardize": ["note"]}, "one_hot"]},       # a numeric step names text
+    {"prep": ["impute", {"one_hot": ["city"]}]},                      # note stays text
+    {"prep": ["impute", {"one_hot": ["city", "b"]}, {"one_hot": ["note"]}]},   # numbers one-hot encoded
+    {"prep": ["impute", {"one_hot": ["cty"]}]},
+], ids=["max_categories", "standardize_text", "text_left", "one_hot_numbers", "unknown"])
+def test_one_hot_errors_and_fallbacks_match_the_frame_path(files, data):
+    lean, frame = both({"source": "t.csv", "target": "y", **data}, files)
+    if isinstance(frame, Exception):
+        assert isinstance(lean, DataError) and str(lean) == str(frame)
+    else:
+        assert lean.feature_names == frame.feature_names
+        for k in frame.x:
+            np.testing.assert_allclose(lean.x[k], frame.x[k], rtol=1e-6, atol=1e-6)
+
+
 def test_no_prep_gives_exactly_the_frame_paths_values(files):
     lean, frame = both({"source": "t.csv", "target": "y", "features": ["b", "c", "flag", "big"]}, files)
     for k in frame.x:
@@ -126,12 +186,12 @@ def test_what_takes_the_frame_path(files, monkeypatch):
     monkeypatch.setattr(columnar, "load_columnar", lambda *a: taken.append(real(*a)) or taken[-1])
     load_dataset(spec({"source": "t.csv", "target": "y", "features": NUMERIC, "prep": ["impute"]}), files)
     load_dataset(spec({"source": "t.csv", "target": "y", "prep": ["impute", "one_hot"]}), files)      # one_hot
-    with pytest.raises(DataError, match="column 'note' holds text"):                                  # text
+    with pytest.raises(DataError, match="column 'note' holds text"):                                  # text left
         load_dataset(spec({"source": "t.csv", "target": "y", "prep": ["impute"]}), files)
     load_dataset(spec({"source": "t.csv", "target": "y", "features": NUMERIC,
                        "prep": [{"impute": "most_frequent"}]}), files)                                  # a mode
     load_dataset(spec({"source": "iris"}), files)                                                     # not a file
-    assert [t is not None for t in taken] == [True, False, False, False, False]
+    assert [t is not None for t in taken] == [True, True, False, False, False]
 
 
 def test_a_column_that_turns_to_text_further_down(tmp_path):

@@ -1,11 +1,17 @@
-"""The lean path for numeric tables: CSV and Parquet files read straight into float32 blocks.
+"""The lean path for tables: CSV and Parquet files read straight into float32 blocks.
 
 `load_dataset` tries this path first for `.csv` and `.parquet` sources. It applies when every
-feature column is numeric (numbers, booleans without missing values, or empty) and every prep
-step is one that acts column by column on numbers (`standardize`, `min_max`, `clip`, `log`,
-`impute` with mean or median, `drop_na`); anything else (text or categorical features, `one_hot`,
-`tokenize`, a file pyarrow cannot stream) returns None and the frame path in `load.py` takes the
-data, with its errors.
+feature column is numeric (numbers, booleans without missing values, or empty) or text that a
+`one_hot` step encodes, and every prep step is one that acts column by column on numbers
+(`standardize`, `min_max`, `clip`, `log`, `impute` with mean or median, `drop_na`) or `one_hot`
+of text columns; anything else (text left as it is, a numeric step that names a text column,
+`one_hot` of numbers, a Parquet dictionary (categorical) column, `tokenize`, a file pyarrow cannot
+stream) returns None and the frame path in `load.py` takes the data, with its errors.
+
+A text column is held as int32 codes (its strings numbered as they appear); `one_hot` puts one 0/1
+column per category seen in the training rows in its place, computed from the codes when the
+split matrices are filled (and when a later step fits on it), so the table never holds them as
+float64 frames: a 1,000,000 x 50 CSV with one text column loaded within 576 MiB, not 2 GiB.
 
 Memory (n rows, F features): the file is streamed in record batches of about BLOCK_BYTES of text
 (`pyarrow.csv.open_csv`, `ParquetFile.iter_batches`, only the columns used) into float32 blocks
@@ -40,7 +46,7 @@ BLOCK_BYTES = 1 << 20           # bytes of CSV text per streamed batch (larger o
 BLOCK_VALUES = 8 << 20          # float32 values per block of the table (32 MiB: always a mapping of its own)
 PARQUET_BATCH_BYTES = 4 << 20   # about this many bytes of float64 values per Parquet batch
 PARQUET_BUFFER = 64 << 10       # bytes of a column chunk read at a time (not the whole chunk, nor the whole file)
-STEPS = ("standardize", "min_max", "clip", "log", "impute", "drop_na")
+STEPS = ("standardize", "min_max", "clip", "log", "impute", "drop_na", "one_hot")
 
 
 class _Fallback(Exception):
@@ -71,6 +77,35 @@ def _numeric_type(t) -> bool:
     import pyarrow as pa
 
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_null(t)
+
+
+def _text_type(t) -> bool:
+    """A column of strings: held as codes, for one_hot. (A Parquet dictionary column, a pandas
+    categorical in the frame path, takes the frame path.)"""
+    import pyarrow as pa
+
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or \
+        (hasattr(pa.types, "is_string_view") and pa.types.is_string_view(t))
+
+
+def _check_text(spec, features: list[str], text: set) -> None:
+    """_Fallback unless every text feature is one-hot encoded and no other step names one (the
+    frame path raises those errors), and one_hot names only text columns (the frame path encodes
+    numbers by their printed form)."""
+    covered = set()
+    for item in spec.data.prep:
+        named = getattr(item.options, "columns", None)
+        if item.kind == "one_hot":
+            if named is None:
+                covered |= text
+            elif any(c in features and c not in text for c in named):
+                raise _Fallback
+            else:
+                covered |= set(named) & text
+        elif item.kind != "drop_na" and named is not None and set(named) & text:
+            raise _Fallback
+    if text - covered:
+        raise _Fallback
 
 
 def _utf8(full: Path) -> bool:
@@ -128,7 +163,7 @@ class _Reader:
             import pyarrow.csv as pacsv
 
             types = {c: pa.float64() for c in columns[:-1]
-                     if not pa.types.is_boolean(schema.field(c).type)}
+                     if not pa.types.is_boolean(schema.field(c).type) and not _text_type(schema.field(c).type)}
             reader = pacsv.open_csv(
                 self.full, read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=True),
                 parse_options=pacsv.ParseOptions(delimiter=self.options.sep),
@@ -148,8 +183,19 @@ class _Reader:
             yield from pf.iter_batches(batch_size=rows, columns=columns, use_threads=False)
 
 
+def _codes_of(column, lookup: dict) -> np.ndarray:
+    """int32 codes of a batch's text column: each string's number in `lookup` (new strings added,
+    numbered in order of appearance); -1 for a missing value."""
+    import pyarrow.compute as pc
+
+    column = pc.dictionary_encode(column)
+    numbers = np.array([lookup.setdefault(v, len(lookup)) for v in column.dictionary.to_pylist()] + [-1], np.int32)
+    return numbers[pc.fill_null(column.indices, -1).to_numpy(zero_copy_only=False)]
+
+
 def _read(spec, reader: _Reader, table: Table):
-    """(features, target, blocks [rows_b, F] float32 F-ordered, starts, target Series)."""
+    """(features, target, blocks [rows_b, F'] float32 F-ordered (the numeric features), starts,
+    target Series, shift, text: {column: (int32 codes [n], its strings)})."""
     import pyarrow as pa
 
     from compilers.data.load import _features, _target
@@ -163,13 +209,18 @@ def _read(spec, reader: _Reader, table: Table):
         features = _features(spec, target, names)
     except DataError:
         raise _Fallback from None    # the frame path raises it (after its own checks of the file)
-    if not all(_numeric_type(schema.field(c).type) for c in features) or \
+    if not all(_numeric_type(schema.field(c).type) or _text_type(schema.field(c).type) for c in features) or \
             any(pa.types.is_binary(t) or pa.types.is_large_binary(t) for t in schema.types):
         raise _Fallback
+    text = {c for c in features if _text_type(schema.field(c).type)}
+    _check_text(spec, features, text)
+    numeric = [j for j, c in enumerate(features) if c not in text]     # the blocks' columns
+    lookups = {c: {} for c in features if c in text}
+    code_chunks: dict[str, list] = {c: [] for c in lookups}
     booleans = [j for j, c in enumerate(features) if pa.types.is_boolean(schema.field(c).type)]
     # Blocks of BLOCK_VALUES values, allocated whole (so that each is its own mapping, which the OS
     # gets back the moment it is freed) and filled batch by batch; pages never written cost nothing.
-    cap = max(1, BLOCK_VALUES // max(1, len(features)))
+    cap = max(1, BLOCK_VALUES // max(1, len(numeric)))
     blocks, starts, target_chunks = [], [0], []
     current, filled, shift = None, 0, None
     try:
@@ -182,8 +233,13 @@ def _read(spec, reader: _Reader, table: Table):
             whole, columns = _matrix(batch, len(features)), None
             if whole is None:
                 columns = []
-                for j in range(len(features)):
+                for j, c in enumerate(features):
                     column = batch.column(j)
+                    if c in lookups:
+                        if not _text_type(column.type):
+                            raise _Fallback
+                        code_chunks[c].append(_codes_of(column, lookups[c]))
+                        continue
                     if not _numeric_type(column.type) or (j in booleans and column.null_count):
                         raise _Fallback      # booleans with gaps are objects in pandas: the frame path says so
                     columns.append(None if pa.types.is_null(column.type) else column.to_numpy(zero_copy_only=False))
@@ -199,7 +255,7 @@ def _read(spec, reader: _Reader, table: Table):
                     if current is not None:
                         blocks.append(current)
                         starts.append(starts[-1] + cap)
-                    current, filled = np.empty((cap, len(features)), np.float32, order="F"), 0
+                    current, filled = np.empty((cap, len(numeric)), np.float32, order="F"), 0
                 take = min(rows - pos, cap - filled)
                 if whole is not None:
                     current[filled:filled + take] = whole[pos:pos + take] - shift if shifted else whole[pos:pos + take]
@@ -220,7 +276,9 @@ def _read(spec, reader: _Reader, table: Table):
     if pa.types.is_null(chunked.type):
         chunked = chunked.cast(pa.float64())
     series = pa.table([chunked], names=[target]).to_pandas(date_as_object=False)[target]
-    return features, target, blocks, np.asarray(starts, np.int64), series, shift
+    text = {c: (np.concatenate(code_chunks[c]) if code_chunks[c] else np.zeros(0, np.int32), list(lookups[c]))
+            for c in lookups}
+    return features, target, blocks, np.asarray(starts, np.int64), series, shift, text
 
 
 def _matrix(batch, features: int):
@@ -269,19 +327,41 @@ def _shifts(columns) -> np.ndarray:
 
 
 class _Table:
-    """The float32 blocks, the steps still to apply to each column, and which rows are alive (not
-    dropped by drop_na).
+    """The float32 blocks (the numeric features), the text features as codes, the steps still to
+    apply to each column, and which rows are alive (not dropped by drop_na).
 
     Steps are composed per column and applied once (`materialize`), in float64 from the float32
     value read, so each prepared value is rounded to float32 once, as in the frame path; a step's
-    fit reads the training values through the steps before it."""
+    fit reads the training values through the steps before it. A one-hot column (`expand`) is
+    computed from its text column's codes when it is read, through its own steps."""
 
-    def __init__(self, features, blocks, starts, n, shift=None):
-        self.features, self.blocks, self.starts, self.n = features, blocks, starts, n
-        self.shift = np.zeros(len(features)) if shift is None else shift
-        self.col = {c: j for j, c in enumerate(features)}
-        self.chain: dict[str, list] = {c: [] for c in features}
+    def __init__(self, features, blocks, starts, n, shift=None, text=None):
+        self.text = text or {}                # column -> (int32 codes [n], its strings)
+        self.features, self.blocks, self.starts, self.n = list(features), blocks, starts, n
+        numeric = [c for c in features if c not in self.text]
+        self.shift = np.zeros(len(numeric)) if shift is None else shift
+        self.col = {c: j for j, c in enumerate(numeric)}       # a numeric feature's column in the blocks
+        self.onehot: dict[str, tuple[str, int]] = {}          # `column=category` -> (column, its code)
+        self.chain: dict[str, list] = {c: [] for c in numeric}
         self.alive = None    # bool [n] once a drop_na step ran
+
+    def numeric(self) -> list[str]:
+        return [c for c in self.features if c not in self.text]
+
+    def expand(self, c: str, categories: list[str]) -> None:
+        """one_hot: text column c becomes one 0/1 column per category, in its place."""
+        code = {v: k for k, v in enumerate(self.text[c][1])}
+        names = [f"{c}={cat}" for cat in categories]
+        at = self.features.index(c)
+        self.features[at:at + 1] = names
+        for name, cat in zip(names, categories):
+            self.onehot[name] = (c, code[cat])
+            self.chain[name] = []
+
+    def _raw(self, c: str, rows) -> np.ndarray:
+        """A one-hot column's values (float64 0/1) at `rows` (a slice or indices)."""
+        source, k = self.onehot[c]
+        return (self.text[source][0][rows] == k).astype(np.float64)
 
     def parts(self, rows: np.ndarray):
         """(block, local row indices) for sorted global `rows`, block by block."""
@@ -295,7 +375,7 @@ class _Table:
 
     def _through(self, c: str, v: np.ndarray) -> np.ndarray:
         v = v.astype(np.float64)
-        if self.shift[self.col[c]]:
+        if c in self.col and self.shift[self.col[c]]:
             v += self.shift[self.col[c]]
         for fn in self.chain[c]:
             v = fn(v)
@@ -303,6 +383,8 @@ class _Table:
 
     def values(self, c: str, rows: np.ndarray) -> np.ndarray:
         """float64 values of column c, prepared by the steps so far, at sorted global rows."""
+        if c in self.onehot:
+            return self._through(c, self._raw(c, rows))
         j = self.col[c]
         parts = [block[local, j] for block, local in self.parts(rows)]
         return self._through(c, np.concatenate(parts) if parts else np.zeros(0, np.float32))
@@ -313,12 +395,19 @@ class _Table:
 
     def missing(self, c: str) -> np.ndarray:
         """bool [n]: column c is missing (NaN) after the steps so far."""
+        if c in self.text:
+            return self.text[c][0] < 0
+        if c in self.onehot:
+            return np.isnan(self._through(c, self._raw(c, slice(None))))
         j = self.col[c]
         return np.concatenate([np.isnan(self._through(c, block[:, j])) for block in self.blocks])
 
     def materialize(self) -> None:
-        """Applies every column's steps to the blocks, in place (one float32 rounding per value)."""
+        """Applies every numeric column's steps to the blocks, in place (one float32 rounding per
+        value); a one-hot column's steps are applied as it is copied out (`_assemble`)."""
         for c, fns in self.chain.items():
+            if c not in self.col:
+                continue
             j = self.col[c]
             if fns or self.shift[j]:
                 for block in self.blocks:
@@ -333,12 +422,14 @@ def _columns_of(item, options, table: _Table, ctx, frame) -> list[str]:
     if item.kind == "drop_na":
         return list(frame.columns) if options.columns is None else \
             _check_named(options.columns, frame, ctx, allow_target=True)
-    return list(table.features) if options.columns is None else _check_named(options.columns, frame, ctx)
+    if item.kind == "one_hot" and options.columns is None:
+        return [c for c in table.features if c in table.text]
+    return table.numeric() if options.columns is None else _check_named(options.columns, frame, ctx)
 
 
 def _prep(items, table: _Table, index: dict, target: str, target_na: np.ndarray) -> list[dict]:
     """Fits each step on the live training rows and applies it to every block, in order."""
-    from compilers.data.prep import PrepContext, _log_message, min_max_stats, standardize_stats
+    from compilers.data.prep import PrepContext, _log_message, min_max_stats, natural_sorted, standardize_stats
 
     frame = _Columns(table.features + [target])
     wanted = {name: len(rows) for name, rows in index.items()}
@@ -379,6 +470,21 @@ def _prep(items, table: _Table, index: dict, target: str, target_na: np.ndarray)
             state = {"columns": columns, "offset": offset}
             for c in columns:
                 table.transform(c, lambda v, offset=offset: np.log(v + offset))
+        elif item.kind == "one_hot":
+            categories = []
+            for c in columns:
+                codes, strings = table.text[c]
+                present = np.unique(codes[train])
+                seen = natural_sorted({strings[k] for k in present[present >= 0]})
+                if len(seen) > options.max_categories:
+                    raise DataError(path, f"column '{c}' has {len(seen)} distinct values in the training split, "
+                                          f"more than max_categories ({options.max_categories}); leave it out of "
+                                          "data.features or raise one_hot's max_categories")
+                categories.append(seen)
+            state = {"columns": columns, "categories": categories}
+            for c, seen in zip(columns, categories):
+                table.expand(c, seen)
+            frame = _Columns(table.features + [target])
         elif item.kind == "impute":
             values = []
             for c in columns:
@@ -417,13 +523,18 @@ def _check_features(table: _Table, index: dict) -> None:
         where = f" in the {name} split"
         missing = np.zeros(len(table.features), np.int64)
         infinite = np.zeros(len(table.features), bool)
+        at = {c: p for p, c in enumerate(table.features)}
         for block, local in table.parts(rows):
-            for j in range(len(table.features)):
+            for c, j in table.col.items():
                 v = block[:, j][local]
                 finite = np.isfinite(v)
                 if not finite.all():
-                    missing[j] += int(np.isnan(v).sum())
-                    infinite[j] |= bool(np.isinf(v).any())
+                    missing[at[c]] += int(np.isnan(v).sum())
+                    infinite[at[c]] |= bool(np.isinf(v).any())
+        for c in table.onehot:
+            if c in at:
+                v = table.values(c, rows)
+                missing[at[c]], infinite[at[c]] = int(np.isnan(v).sum()), bool(np.isinf(v).any())
         for j, c in enumerate(table.features):
             if missing[j]:
                 raise DataError("data.features", f"column '{c}' has {missing[j]} missing value"
@@ -441,29 +552,46 @@ def _assemble(table: _Table, index: dict) -> dict[str, np.ndarray]:
     of the result's size (~30 MiB a block); one column at a time it writes straight into place."""
     x = {name: aligned_empty((len(rows), len(table.features)), np.float32) for name, rows in index.items()}
     cuts = {name: np.searchsorted(rows, table.starts) for name, rows in index.items()}
+    at = {c: p for p, c in enumerate(table.features)}
+    place = [(j, at[c]) for c, j in table.col.items()]       # block column -> matrix column
     for b in range(len(table.blocks)):
         block = table.blocks[b]
         for name, rows in index.items():
             lo, hi = cuts[name][b], cuts[name][b + 1]
             if hi > lo:
                 local, out = rows[lo:hi] - table.starts[b], x[name][lo:hi]
-                for j in range(block.shape[1]):
-                    np.take(block[:, j], local, out=out[:, j], mode="clip")   # unbuffered
+                for j, p in place:
+                    np.take(block[:, j], local, out=out[:, p], mode="clip")   # unbuffered
         table.blocks[b] = block = None
+    for c in table.features:
+        if c in table.onehot:
+            for name, rows in index.items():
+                x[name][:, at[c]] = table.values(c, rows)
     return x
 
 
-def _raw_sample(features, target, blocks, starts, series, shift):
+def _raw_sample(features, target, blocks, starts, series, shift, text):
     """The raw rows the data charts draw (`load.sample_rows`), numbers as the file wrote them
-    (the shortest decimal that reads back as the same float32)."""
+    (the shortest decimal that reads back as the same float32), text as it is."""
     import pandas as pd
+    import pyarrow as pa
 
     from compilers.data.load import sample_rows
 
     n = int(starts[-1])
     rows = sample_rows(n)
-    values = np.concatenate([block[local] for block, local in _Table(features, blocks, starts, n).parts(rows)])
-    columns = {c: values[:, j].astype(str).astype(np.float64) + shift[j] for j, c in enumerate(features)}
+    numeric = [c for c in features if c not in text]
+    values = np.concatenate([block[local] for block, local in _Table(numeric, blocks, starts, n).parts(rows)])
+    columns = {}
+    for c in features:
+        if c in text:
+            codes, strings = text[c]
+            column = pa.array([strings[k] if k >= 0 else None for k in codes[rows]], type=pa.string()).to_pandas()
+            column.index = rows
+            columns[c] = column
+        else:
+            j = numeric.index(c)
+            columns[c] = values[:, j].astype(str).astype(np.float64) + shift[j]
     frame = pd.DataFrame(columns, index=rows)
     picked = series.iloc[rows].copy()
     picked.index = rows
@@ -492,13 +620,13 @@ def _load(spec, cwd: Path) -> Dataset | None:
     try:
         reader = _Reader(spec, cwd)
         table = Table(description=reader.description)
-        features, target, blocks, starts, series, shift = _read(spec, reader, table)
+        features, target, blocks, starts, series, shift, text = _read(spec, reader, table)
     except _Fallback:
         return None
     n = int(starts[-1])
-    raw = _raw_sample(features, target, blocks, starts, series, shift)
+    raw = _raw_sample(features, target, blocks, starts, series, shift, text)
     task, labels, class_names, index = classes_and_split(spec, table, target, series, features + [target])
-    tab = _Table(features, blocks, starts, n, shift)
+    tab = _Table(features, blocks, starts, n, shift, text)
     del blocks
     states = _prep(data.prep, tab, index, target, np.asarray(series.isna()))
     tab.materialize()
@@ -509,6 +637,7 @@ def _load(spec, cwd: Path) -> Dataset | None:
         if target_na[index[name]].any():
             raise DataError("data.target", f"rows without a target are left in the {name} split; add "
                                            f"`drop_na: {{columns: [{target}]}}` to data.prep")
+    features = tab.features            # after one_hot
     input_shape = resolve_shape(data.shape, len(features))
     x = _assemble(tab, index)
     y = {}
