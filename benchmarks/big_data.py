@@ -7,6 +7,7 @@ target) trained by a small MLP, in a child process whose peak memory is measured
     python benchmarks/big_data.py --rows 200000 --epochs 1 --feed chunks --chunk-rows 65536
     python benchmarks/big_data.py --csv /tmp/big.csv   # reuse (or keep) the generated file
     python benchmarks/big_data.py --format parquet     # the same table as a Parquet file
+    python benchmarks/big_data.py --text               # plus a text column (one_hot) and string labels
 
 Prints per feed: the CSV's (and the Parquet file's) size, load time (read + split + prep, summary.json's data_s), training
 samples/s, whole-run wall time, test accuracy, and the child's peak RSS against the float32 size of
@@ -35,7 +36,7 @@ seed: 0
 data:
   source: {source}
   target: y
-  prep: [standardize]
+  prep: {prep}
   split: {{test: 0.1, val: 0.05}}
 model:
   layers: [{{dense: 64}}, relu, {{dense: 64}}, relu]
@@ -65,6 +66,24 @@ def write_csv(path: Path, rows: int, cols: int) -> None:
             np.savetxt(f, block, delimiter=",", fmt=["%.4f"] * cols + ["%d"])
 
 
+def write_text_csv(csv: Path, path: Path) -> None:
+    """The CSV with text: a `city` column of 5 strings in front, 1% of x0 left empty, and the
+    target as the strings negative/positive (in a process of its own: it holds the whole table)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    table = pacsv.read_csv(csv)
+    rng = np.random.default_rng(1)
+    x0 = table["x0"].to_numpy().copy()
+    x0[rng.random(len(x0)) < 0.01] = np.nan
+    labels = np.array(["negative", "positive"], dtype=object)[table["y"].to_numpy()]
+    city = np.array(["paris", "lyon", "nice", "lille", "brest"], dtype=object)[rng.integers(0, 5, table.num_rows)]
+    table = table.set_column(0, "x0", pa.array(x0, from_pandas=True))
+    table = table.set_column(table.schema.get_field_index("y"), "y", pa.array(labels, type=pa.string()))
+    pacsv.write_csv(table.add_column(0, "city", pa.array(city, type=pa.string())), path)
+
+
 def write_parquet(csv: Path, path: Path) -> None:
     """The CSV's table as Parquet (float32 features, the target int8) with pyarrow's default row
     groups (up to 1,048,576 rows each; pandas' `to_parquet` writes the same), in a process of its
@@ -74,7 +93,8 @@ def write_parquet(csv: Path, path: Path) -> None:
     import pyarrow.parquet as pq
 
     table = pacsv.read_csv(csv)
-    schema = pa.schema([pa.field(n, pa.int8() if n == "y" else pa.float32()) for n in table.schema.names])
+    schema = pa.schema([pa.field(f.name, pa.float32() if pa.types.is_floating(f.type) else
+                                 pa.int8() if pa.types.is_integer(f.type) else f.type) for f in table.schema])
     pq.write_table(table.cast(schema), path)
 
 
@@ -120,6 +140,8 @@ def main() -> None:
     ap.add_argument("--csv", type=Path, default=None, help="use this CSV if it exists, else write it there and keep it")
     ap.add_argument("--format", choices=["csv", "parquet"], default="csv",
                     help="the file the runs read: the CSV, or the same table as Parquet (written beside it)")
+    ap.add_argument("--text", action="store_true",
+                    help="add a text column (5 cities, one_hot), 1%% gaps in x0 (impute) and string labels")
     ap.add_argument("--warm", action="store_true", help="also run each feed a second time, its caches warm")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dsl-big-"))
@@ -130,22 +152,29 @@ def main() -> None:
             apart(write_csv, csv, args.rows, args.cols)
             print(f"wrote {csv} ({csv.stat().st_size / 2**20:,.0f} MiB) in {time.perf_counter() - t:.1f} s", flush=True)
         source = csv
+        prep = "[impute, {one_hot: [city]}, standardize]" if args.text else "[standardize]"
+        if args.text:
+            source = work / "big_text.csv"
+            apart(write_text_csv, csv, source)
         if args.format == "parquet":
-            source = work / "big.parquet"
             t = time.perf_counter()
-            apart(write_parquet, csv, source)
+            apart(write_parquet, source, work / "big.parquet")
+            source = work / "big.parquet"
             print(f"wrote {source} ({source.stat().st_size / 2**20:,.0f} MiB) in {time.perf_counter() - t:.1f} s", flush=True)
         spec = work / "big.yaml"
-        spec.write_text(SPEC.format(source=source, epochs=args.epochs))
-        data_bytes = args.rows * (args.cols + 1) * 4
+        spec.write_text(SPEC.format(source=source, epochs=args.epochs, prep=prep))
+        data_bytes = args.rows * (args.cols + 1 + args.text) * 4     # every column of the file as float32
         base = 0
         if args.baseline_rows:
             small = work / "small.csv"
             apart(write_csv, small, args.baseline_rows, args.cols)
+            if args.text:
+                apart(write_text_csv, small, work / "small_text.csv")
+                small = work / "small_text.csv"
             if args.format == "parquet":
                 apart(write_parquet, small, work / "small.parquet")
                 small = work / "small.parquet"
-            (work / "small.yaml").write_text(SPEC.format(source=small, epochs=args.epochs))
+            (work / "small.yaml").write_text(SPEC.format(source=small, epochs=args.epochs, prep=prep))
             _, _, base = run(work / "small.yaml", work, "small", [])
         feeds = ["device", "chunks"] if args.feed == "both" else [args.feed]
         results = []
