@@ -3,8 +3,12 @@
     open_run(run_dir)                    the run's spec, saved preparation and summary; SpecError if
                                          the directory is not a finished run
     source_of(run, value, options)       the `data.source` item of the new data
-    predict(run, source, cwd)            -> Predictions: one row per input row, in input order
+    predict(run, source, cwd, out=PATH)  -> Predictions: one row per input row, in input order,
+                                         written to PATH (.csv or .parquet) as they are made
     write_predictions(frame, path)       .csv or .parquet
+
+A CSV or Parquet input is streamed (`sources.table_chunks`): CHUNK_ROWS rows at a time are
+prepared, predicted and written, so that a large file is never held whole.
 
 The run's saved preparation (RUN_DIR/prep.json: scalers, imputation values, one-hot categories,
 vocabulary, image size) is re-applied as it was fitted on the run's training split; nothing is
@@ -65,6 +69,7 @@ class Predictions:
     score: dict = field(default_factory=dict)   # {"accuracy"} or {"r2", "mae"}, with "rows" and
     #                                             "target"; empty when the new data has no target
     warnings: list[str] = field(default_factory=list)
+    rows: int = 0                   # input rows (the frame is None when written as it went)
 
 
 def _read_json(path: Path) -> dict:
@@ -131,27 +136,81 @@ def source_of(run: Run, value: str, options: dict) -> Item:
     return item
 
 
-def predict(run: Run, source: Item, cwd: Path, *, batch: int = 2048) -> Predictions:
-    """The run's predictions for the rows of `source` (relative paths start at `cwd`)."""
+CHUNK_ROWS = 1 << 16    # rows of a CSV or Parquet input prepared, predicted and written at a time
+
+
+def predict(run: Run, source: Item, cwd: Path, *, batch: int = 2048, out: Path | None = None) -> Predictions:
+    """The run's predictions for the rows of `source` (relative paths start at `cwd`).
+
+    A CSV or Parquet input is read once as an Arrow table and prepared, predicted and (with `out`)
+    written CHUNK_ROWS rows at a time, so that a large file is not held as pandas frames of every
+    step: with `out`, the predictions go to that file (.csv or .parquet, written whole or not at
+    all) and `Predictions.frame` is None."""
+    import pandas as pd
+
     from compilers.runs.checkpoint import load_model
+    from compilers.train.step import eval_batch_size
 
     warnings: list[str] = []
+    unseen: dict = {}          # one_hot's categories not seen in training: column -> [rows, values]
     kind = family(run.spec.data.source.kind)
     if kind == TABLE:
-        x, frame, y_true = _table_inputs(run, source, cwd, warnings)
-    elif kind == ARRAYS:
-        x, frame, y_true = _array_inputs(run, source, cwd)
+        parts = _table_parts(run, source, cwd, unseen)
     else:
-        x, frame, y_true = _image_inputs(run, source, cwd)
-    net, binary_logit = _network(run, x)
-    params, model_state = load_model(run.run_dir)
-    out = _apply(net, params, model_state, x, batch)
+        x, frame, y_true = (_array_inputs if kind == ARRAYS else _image_inputs)(run, source, cwd)
+        parts = iter([(x, frame, y_true)])
+    total = 0
+    writer = _Writer(out) if out is not None else None
+    kept, truths, preds = [], [], []
+    net = forward = None
+    try:
+        for x, frame, y_true in parts:
+            if net is None:
+                net, binary_logit = _network(run, x)
+                forward = _forward(net)
+                params, model_state = load_model(run.run_dir)
+                # the batches one pass over every row takes: a first chunk of CHUNK_ROWS means at
+                # least that many rows, and eval_batch_size is the same for any number above it
+                size = min(batch, eval_batch_size(len(x)))
+            total += len(x)
+            frame, pred = _with_predictions(run, frame, _apply(forward, params, model_state, x, size),
+                                            binary_logit, warnings if not kept and not preds else None)
+            if writer is not None:
+                writer.write(frame)
+            else:
+                kept.append(frame)
+            preds.append(pred)
+            if y_true is not None:
+                truths.append(y_true)
+        if writer is not None:
+            writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abandon()
+        raise
+    warnings[:0] = [_unseen_warning(c, n, new) for c, (n, new) in unseen.items()]
+    score: dict = {}
+    if truths:
+        y_true, pred = pd.concat(truths), np.concatenate(preds)
+        score = _accuracy(run, y_true, pred) if run.task == "classification" else _regression_score(run, y_true, pred)
+    frame = pd.concat(kept).reset_index(drop=True) if kept else None
+    return Predictions(frame=frame, score=score, warnings=warnings, rows=total)
+
+
+def _unseen_warning(c: str, n: int, new: set) -> str:
+    listed = ", ".join(f"'{v}'" for v in sorted(new)[:5]) + (", ..." if len(new) > 5 else "")
+    return f"column '{c}' has {n} value{'s' if n != 1 else ''} not seen in training ({listed}); encoded as all zeros"
+
+
+def _with_predictions(run: Run, frame, out: np.ndarray, binary_logit: bool, warnings: list[str] | None):
+    """(the input frame with `prediction` and `proba_<class>` columns, the predicted class index or
+    value per row); `warnings` (the first chunk's only) learns of input columns replaced."""
     frame = frame.copy()
     for name in ["prediction"] + (["proba_" + c for c in run.classes] if run.task == "classification" else []):
         if name in frame.columns:
-            warnings.append(f"the input's column '{name}' is replaced by the model's")
+            if warnings is not None:
+                warnings.append(f"the input's column '{name}' is replaced by the model's")
             frame = frame.drop(columns=[name])
-    score: dict = {}
     if run.task == "classification":
         from compilers.train.metrics import probabilities
 
@@ -160,40 +219,112 @@ def predict(run: Run, source: Item, cwd: Path, *, batch: int = 2048) -> Predicti
         frame["prediction"] = np.asarray(run.classes, dtype=object)[pred]
         for j, c in enumerate(run.classes):
             frame[f"proba_{c}"] = proba[:, j]
-        if y_true is not None:
-            score = _accuracy(run, y_true, pred)
     else:
         pred = np.asarray(out[..., 0], dtype=np.float32)
         frame["prediction"] = pred
-        if y_true is not None:
-            score = _regression_score(run, y_true, pred)
-    return Predictions(frame=frame.reset_index(drop=True), score=score, warnings=warnings)
+    return frame, pred
+
+
+class _Writer:
+    """Predictions written chunk by chunk to a temporary file beside `path`, renamed at the end."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.parquet = self.path.suffix.lower() == ".parquet"
+        self.handle = self.schema = self.parquet_writer = None
+
+    def write(self, frame) -> None:
+        if self.parquet:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
+            if self.parquet_writer is None:
+                self.schema = table.schema
+                self.parquet_writer = pq.ParquetWriter(self.tmp, self.schema)
+            self.parquet_writer.write_table(table)
+        else:
+            first = self.handle is None
+            if first:
+                self.handle = open(self.tmp, "w", newline="", encoding="utf-8")
+            frame.to_csv(self.handle, index=False, header=first)
+
+    def close(self) -> None:
+        if self.parquet_writer is not None:
+            self.parquet_writer.close()
+        if self.handle is not None:
+            self.handle.close()
+        self.tmp.replace(self.path)
+
+    def abandon(self) -> None:
+        try:
+            if self.parquet_writer is not None:
+                self.parquet_writer.close()
+            if self.handle is not None:
+                self.handle.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
 
 def write_predictions(frame, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix.lower() == ".parquet":
-        frame.to_parquet(tmp, index=False)
-    else:
-        frame.to_csv(tmp, index=False)
-    tmp.replace(path)
+    writer = _Writer(path)
+    try:
+        writer.write(frame)
+        writer.close()
+    except BaseException:
+        writer.abandon()
+        raise
 
 
 # ---------------------------------------------------------------------------------------------
 # Tables
 
-def _table_inputs(run: Run, source: Item, cwd: Path, warnings: list[str]):
-    """-> (x [n, *input_shape], the input frame, target column or None)."""
+def _table_parts(run: Run, source: Item, cwd: Path, unseen: dict):
+    """The (x, input frame, target column or None) of a table source: a CSV or Parquet file
+    CHUNK_ROWS rows at a time (`sources.table_chunks`, streamed), any other one whole."""
+    from compilers.data.load import load_source
+    from compilers.data.sources import table_chunks
+
+    streamed = table_chunks(source, cwd, run.spec.seed, CHUNK_ROWS)
+    if streamed is None:
+        table = load_source(source, cwd, run.spec.seed)
+        shown, frames = table.description, iter([(0, table.frame.reset_index(drop=True))])
+    else:
+        shown, frames = streamed
+
+    def inputs(start, frame):
+        frame.columns = [str(c) for c in frame.columns]
+        frame.index = range(start, start + len(frame))
+        return _table_inputs(run, frame, shown, unseen)
+
+    def parts():
+        for start, frame in frames:
+            try:
+                x, y_true = inputs(start, frame)
+            except _RowsError as e:   # name the rows of every chunk, as one pass over the file would
+                for later in frames:
+                    try:
+                        inputs(*later)
+                    except _RowsError as more:
+                        if more.key == e.key:
+                            e.add(more)
+                    except DataError:
+                        pass
+                raise e from None
+            yield x, frame, y_true
+    return parts()
+
+
+def _table_inputs(run: Run, frame, shown: str, unseen: dict):
+    """-> (x [n, *input_shape], target column or None) of a frame of input rows (its index: their
+    positions in the input, for errors that name rows)."""
     import pandas as pd
 
-    from compilers.data.load import load_source, resolve_shape
+    from compilers.data.load import resolve_shape
     from compilers.data.prep import describe_dtype, is_numeric
 
-    table = load_source(source, cwd, run.spec.seed)
-    frame = table.frame.reset_index(drop=True)
-    shown = table.description
     needed, renamed, encoded = _raw_features(run)
     columns = [str(c) for c in frame.columns]
     missing = [c for c in needed if c not in columns]
@@ -215,14 +346,15 @@ def _table_inputs(run: Run, source: Item, cwd: Path, warnings: list[str]):
                    else pd.Series(np.nan, index=series.index))
         bad = series.notna() & numbers.isna()
         if bad.any():
-            rows = _rows(np.flatnonzero(bad.to_numpy()))
             first = series[bad].iloc[0]
-            raise DataError(PATH, f"{shown}: column '{c}' holds {kind} ('{first}' at data {rows}) where the "
-                                  "run read numbers")
+            at = frame.index[np.flatnonzero(bad.to_numpy())]
+            raise _RowsError(("text", c), lambda n, rows, c=c, kind=kind, first=first:
+                             f"{shown}: column '{c}' holds {kind} ('{first}' at data {_rows(rows)}) where the "
+                             "run read numbers", len(at), at)
         inputs[c] = numbers.astype(np.float64)
-    prepared = _apply_table_prep(run, pd.DataFrame(inputs), shown, warnings)
+    prepared = _apply_table_prep(run, pd.DataFrame(inputs), shown, unseen)
     features = list(run.prep["features"])
-    _check_prepared(prepared, features, renamed, shown, run)
+    _check_prepared(prepared, features, renamed, shown, run, int(frame.index[0]) if len(frame) else 0)
     text = run.step_state("tokenize") is not None
     shape = resolve_shape(run.spec.data.shape, len(features))
     if text:
@@ -231,7 +363,7 @@ def _table_inputs(run: Run, source: Item, cwd: Path, warnings: list[str]):
         x = prepared[features].to_numpy(dtype=np.float32)
     x = np.ascontiguousarray(x).reshape((len(frame),) + shape)
     target = run.prep["target"]
-    return x, frame, (frame[target] if target in columns else None)
+    return x, (frame[target] if target in columns else None)
 
 
 def _raw_features(run: Run) -> tuple[list[str], dict[str, str], set[str]]:
@@ -261,8 +393,9 @@ def _raw_features(run: Run) -> tuple[list[str], dict[str, str], set[str]]:
     return needed, renamed, encoded
 
 
-def _apply_table_prep(run: Run, frame, shown: str, warnings: list[str]):
-    """The run's fitted steps, in order, on the input columns (see the module's note on drop_na)."""
+def _apply_table_prep(run: Run, frame, shown: str, unseen: dict):
+    """The run's fitted steps, in order, on the input columns (see the module's note on drop_na);
+    `unseen` counts one_hot's values not seen in training, per column: [rows, values]."""
     from compilers.data.prep import label_strings
     from dsl.registry import PREP
 
@@ -278,10 +411,9 @@ def _apply_table_prep(run: Run, frame, shown: str, warnings: list[str]):
                 labels = label_strings(frame[c]).dropna()
                 new = sorted(set(labels) - set(categories))
                 if new:
-                    n = int(labels.isin(new).sum())
-                    listed = ", ".join(f"'{v}'" for v in new[:5]) + (", ..." if len(new) > 5 else "")
-                    warnings.append(f"column '{c}' has {n} value{'s' if n != 1 else ''} not seen in training "
-                                    f"({listed}); encoded as all zeros")
+                    seen = unseen.setdefault(c, [0, set()])
+                    seen[0] += int(labels.isin(new).sum())
+                    seen[1].update(new)
         prep = PREP.get(item.kind, f"data.prep[{i}]").build(item.options)
         try:
             frame = prep.apply(frame, state)
@@ -290,29 +422,46 @@ def _apply_table_prep(run: Run, frame, shown: str, warnings: list[str]):
     return frame
 
 
-def _rows(index: np.ndarray) -> str:
-    """'row 3' or 'rows 3, 7, 12, ...' counting data rows from 1."""
+class _RowsError(DataError):
+    """A DataError that names input rows: `render(count, rows)` makes its message from how many rows
+    and which (the first 6 positions are enough); a file read in chunks adds the later chunks'."""
+
+    def __init__(self, key: tuple, render, count: int, rows):
+        self.key, self.render, self.count, self.rows = key, render, int(count), [int(r) for r in rows[:6]]
+        super().__init__(PATH, render(self.count, self.rows))
+
+    def add(self, other: "_RowsError") -> None:
+        self.count += other.count
+        self.rows = (self.rows + other.rows)[:6]
+        self.message = self.render(self.count, self.rows)
+        self.args = (self.message,)
+
+
+def _rows(index) -> str:
+    """'row 3' or 'rows 3, 7, 12, ...' counting data rows from 1 (`index`: positions from 0)."""
     shown = ", ".join(str(int(i) + 1) for i in index[:5]) + (", ..." if len(index) > 5 else "")
     return f"row{'s' if len(index) != 1 else ''} {shown}"
 
 
-def _check_prepared(frame, features: list[str], renamed: dict, shown: str, run: Run) -> None:
-    """Every prepared value must be a finite number, as in training."""
+def _check_prepared(frame, features: list[str], renamed: dict, shown: str, run: Run, start: int = 0) -> None:
+    """Every prepared value must be a finite number, as in training (`start`: the input position of
+    the frame's first row)."""
     for name in features:
         values = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
         column = renamed.get(name, name)
-        missing = np.flatnonzero(np.isnan(values))
+        missing = start + np.flatnonzero(np.isnan(values))
         if missing.size:
-            n = missing.size
             had = (" (drop_na dropped such rows in training; predict keeps every row)"
                    if any(i.kind == "drop_na" for i in run.spec.data.prep) else "")
-            raise DataError(PATH, f"{shown}: column '{column}' has {n} missing value{'s' if n != 1 else ''} "
-                                  f"(data {_rows(missing)}) and the run does not impute it{had}; fill them "
-                                  "in or leave those rows out")
-        infinite = np.flatnonzero(~np.isfinite(values))
+            raise _RowsError(("missing", column), lambda n, rows, column=column, had=had:
+                             f"{shown}: column '{column}' has {n} missing value{'s' if n != 1 else ''} "
+                             f"(data {_rows(rows)}) and the run does not impute it{had}; fill them "
+                             "in or leave those rows out", missing.size, missing)
+        infinite = start + np.flatnonzero(~np.isfinite(values))
         if infinite.size:
-            raise DataError(PATH, f"{shown}: column '{column}' has infinite values (data {_rows(infinite)}); "
-                                  "the run was trained on finite numbers")
+            raise _RowsError(("infinite", column), lambda n, rows, column=column:
+                             f"{shown}: column '{column}' has infinite values (data {_rows(rows)}); "
+                             "the run was trained on finite numbers", infinite.size, infinite)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,17 +592,20 @@ def _network(run: Run, x: np.ndarray):
     return plan.model.net, plan.train.binary_logit
 
 
-def _apply(net, params, model_state, x: np.ndarray, batch: int) -> np.ndarray:
-    """Model outputs [n, n_out], in batches of one compiled size (the last one padded)."""
+def _forward(net):
+    """The network's compiled forward pass (evaluation mode)."""
+    import jax
+
+    return jax.jit(lambda p, ms, xb: net.apply({"params": p, **ms}, xb, train=False,
+                                               rngs={"dropout": jax.random.key(0)}))
+
+
+def _apply(forward, params, model_state, x: np.ndarray, size: int) -> np.ndarray:
+    """Model outputs [n, n_out], in batches of `size` rows (one compiled size; the last one padded)."""
     import jax
     import jax.numpy as jnp
 
-    from compilers.train.step import eval_batch_size
-
     n = x.shape[0]
-    size = min(batch, eval_batch_size(n))
-    forward = jax.jit(lambda p, ms, xb: net.apply({"params": p, **ms}, xb, train=False,
-                                                  rngs={"dropout": jax.random.key(0)}))
     params, model_state = jax.device_put((params, model_state))
     outs = []
     for start in range(0, n, size):

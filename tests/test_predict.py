@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli
+from dsl.errors import DataError
 
 TABLE_SPEC = """\
 name: shop
@@ -189,7 +190,7 @@ def test_unknown_category_encodes_as_zeros_with_a_warning(cli, here, shop_run):
     # all zeros, by hand: the saved standardize step of each one-hot column applied to 0
     prep = json.loads((shop_run / "prep.json").read_text())
     assert [f for f in prep["features"] if f.startswith("color=")] == ["color=blue", "color=green", "color=red"]
-    from compilers.predict import _apply, _network, open_run
+    from compilers.predict import _apply, _forward, _network, open_run
 
     run = open_run(shop_run)
     std = next(s["state"] for s in prep["steps"] if s["kind"] == "standardize")
@@ -204,8 +205,59 @@ def test_unknown_category_encodes_as_zeros_with_a_warning(cli, here, shop_run):
 
     net, binary_logit = _network(run, x)
     params, ms = load_model(shop_run)
-    proba = np.asarray(probabilities(_apply(net, params, ms, x, 64), binary_logit))
+    proba = np.asarray(probabilities(_apply(_forward(net), params, ms, x, 64), binary_logit))
     np.testing.assert_allclose(pred.loc[1, ["proba_no", "proba_yes"]].to_numpy(dtype=float), proba[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_file_predicted_in_chunks_is_the_file_predicted_at_once(here, shop_run, monkeypatch, suffix):
+    """A CSV or Parquet input is prepared, predicted and written CHUNK_ROWS rows at a time: the same
+    output, the same warnings (counted over every chunk) and score, the same rows named in errors."""
+    import compilers.predict as predict_module
+    from compilers.predict import open_run, predict, source_of
+
+    new = _shop_frame(50, seed=7)
+    new.loc[[3, 31, 44], "color"] = ["purple", "teal", "purple"]     # unseen, in three chunks
+    name = f"chunky{suffix}"
+    new.to_csv(here / name, index=False) if suffix == ".csv" else new.to_parquet(here / name, index=False)
+    run = open_run(shop_run)
+    results = {}
+    for rows in (1 << 16, 7):
+        monkeypatch.setattr(predict_module, "CHUNK_ROWS", rows)
+        out = here / f"chunky_{rows}{suffix}"
+        results[rows] = predict(run, source_of(run, name, {}), here, out=out), out
+    (one, one_path), (many, many_path) = results[1 << 16], results[7]
+    assert one.frame is None and one.rows == many.rows == 50
+    assert many.warnings == one.warnings == [
+        "column 'color' has 3 values not seen in training ('purple', 'teal'); encoded as all zeros"]
+    assert many.score == one.score and one.score["rows"] == 50
+    if suffix == ".csv":
+        assert many_path.read_text() == one_path.read_text()
+    else:
+        pd.testing.assert_frame_equal(pd.read_parquet(many_path), pd.read_parquet(one_path))
+    assert not list(here.glob("chunky_*.tmp"))
+    # a missing value the run does not impute, in the fourth chunk: the same rows named
+    holes = new.astype({"visits": float})
+    holes.loc[[23, 26, 40, 41, 45, 49], "visits"] = np.nan              # in chunks 4, 6 and 7
+    holes.to_csv(here / "chunky_holes.csv", index=False)
+    errors = []
+    for rows in (1 << 16, 7):
+        monkeypatch.setattr(predict_module, "CHUNK_ROWS", rows)
+        with pytest.raises(DataError) as e:
+            predict(run, source_of(run, "chunky_holes.csv", {}), here, out=here / "never.csv")
+        errors.append(str(e.value))
+    assert errors[0] == errors[1] and "has 6 missing values (data rows 24, 27, 41, 42, 46, ...)" in errors[0]
+    assert not (here / "never.csv").exists() and not (here / "never.csv.tmp").exists()
+    words = new.astype({"price": object})
+    words.loc[[2, 40], "price"] = ["cheap", "dear"]                       # text in chunks 1 and 6
+    words.to_csv(here / "chunky_words.csv", index=False)
+    errors = []
+    for rows in (1 << 16, 7):
+        monkeypatch.setattr(predict_module, "CHUNK_ROWS", rows)
+        with pytest.raises(DataError) as e:
+            predict(run, source_of(run, "chunky_words.csv", {}), here, out=here / "never.csv")
+        errors.append(str(e.value))
+    assert errors[0] == errors[1] and "holds text ('cheap' at data rows 3, 41)" in errors[0]
 
 
 def test_missing_columns_are_named_with_did_you_mean(cli, here, shop_run):

@@ -391,43 +391,62 @@ def csv(options: CsvOptions, ctx: SourceContext) -> Table:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    full = _csv_file(options, ctx)
+    try:
+        table = pacsv.read_csv(full, parse_options=pacsv.ParseOptions(delimiter=options.sep),
+                               convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+    except pa.ArrowInvalid as e:
+        raise _csv_error(e, full, options) from None
+    except OSError as e:
+        raise DataError(PATH, f"{options.path}: cannot read: {e}") from None
+    _check_utf8_columns(table.schema, options.path)
+    return Table(_to_frame(table, options.path), description=options.path)
+
+
+def _csv_file(options: CsvOptions, ctx: SourceContext) -> Path:
     full = resolve(options.path, ctx)
     bad = _first_bad_utf8(full) if full.stat().st_size <= 64 * 2**20 else None
     if bad is not None:
         raise DataError(PATH, f"{options.path}: not valid UTF-8 text (line {bad}); save it as UTF-8")
-    parse = pacsv.ParseOptions(delimiter=options.sep)
-    try:
-        table = pacsv.read_csv(full, parse_options=parse,
-                               convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
-    except pa.ArrowInvalid as e:
-        message = str(e)
-        if "Empty CSV" in message:
-            raise DataError(PATH, f"empty file: {options.path}") from None
-        rows = []
+    return full
 
-        def first_bad_row(row):
-            rows.append(row)
-            return "error"
 
-        try:  # read again, single-threaded, to learn the row number
-            pacsv.read_csv(full, read_options=pacsv.ReadOptions(use_threads=False),
-                           parse_options=pacsv.ParseOptions(delimiter=options.sep,
-                                                            invalid_row_handler=first_bad_row))
-        except (pa.ArrowInvalid, OSError):
-            pass
-        if rows:
-            row = rows[0]
-            at = f" at line {row.number}" if row.number is not None else ""
-            hint = "" if options.sep != "," else "; if fields are separated by something else, set data.options.sep"
-            raise DataError(PATH, f"{options.path}: ragged rows{at}: expected {row.expected_columns} "
-                                  f"fields like the header, got {row.actual_columns}{hint}") from None
-        raise DataError(PATH, f"{options.path}: cannot read as CSV: {message.splitlines()[0]}") from None
-    except OSError as e:
-        raise DataError(PATH, f"{options.path}: cannot read: {e}") from None
-    for name, column in zip(table.column_names, table.columns):
-        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
-            raise DataError(PATH, f"{options.path}: not valid UTF-8 text (column '{name}'); save it as UTF-8")
-    return Table(_to_frame(table, options.path), description=options.path)
+def _check_utf8_columns(schema, path: str) -> None:
+    import pyarrow as pa
+
+    for field in schema:
+        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+            raise DataError(PATH, f"{path}: not valid UTF-8 text (column '{field.name}'); save it as UTF-8")
+
+
+def _csv_error(e, full: Path, options: CsvOptions) -> DataError:
+    """The DataError for pyarrow's complaint about a CSV file: an empty file, the first ragged row
+    (found by reading it again, single-threaded), or pyarrow's own first line."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    message = str(e)
+    if "Empty CSV" in message:
+        return DataError(PATH, f"empty file: {options.path}")
+    rows = []
+
+    def first_bad_row(row):
+        rows.append(row)
+        return "error"
+
+    try:  # read again, single-threaded, to learn the row number
+        pacsv.read_csv(full, read_options=pacsv.ReadOptions(use_threads=False),
+                       parse_options=pacsv.ParseOptions(delimiter=options.sep,
+                                                        invalid_row_handler=first_bad_row))
+    except (pa.ArrowInvalid, OSError):
+        pass
+    if rows:
+        row = rows[0]
+        at = f" at line {row.number}" if row.number is not None else ""
+        hint = "" if options.sep != "," else "; if fields are separated by something else, set data.options.sep"
+        return DataError(PATH, f"{options.path}: ragged rows{at}: expected {row.expected_columns} "
+                               f"fields like the header, got {row.actual_columns}{hint}")
+    return DataError(PATH, f"{options.path}: cannot read as CSV: {message.splitlines()[0]}")
 
 
 @SOURCES.register("parquet", ParquetOptions, file=True)
@@ -440,11 +459,69 @@ def parquet(options: ParquetOptions, ctx: SourceContext) -> Table:
     try:
         table = pq.read_table(full)
     except (pa.ArrowException, OSError) as e:
-        message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "magic bytes" in message or "footer" in message:
-            message = "not a Parquet file (or a damaged one)"
-        raise DataError(PATH, f"{options.path}: cannot read: {message}") from None
+        raise _parquet_error(e, options) from None
     return Table(_to_frame(table, options.path), description=options.path)
+
+
+def _parquet_error(e, options: ParquetOptions) -> DataError:
+    message = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if "magic bytes" in message or "footer" in message:
+        message = "not a Parquet file (or a damaged one)"
+    return DataError(PATH, f"{options.path}: cannot read: {message}")
+
+
+def table_chunks(source, cwd: Path, seed: int, rows: int):
+    """A CSV or Parquet source streamed (never held whole) as the pandas frames `csv`/`parquet`
+    would give, `rows` rows at a time (the last one fewer), with their checks and errors:
+    (description, iterator of (first row, frame)); None for any other kind of source. An error
+    further down the file comes when its chunk is read."""
+    import pyarrow as pa
+
+    ctx = SourceContext(cwd=Path(cwd), seed=seed)
+    options = source.options
+    if source.kind == "csv":
+        import pyarrow.csv as pacsv
+
+        full = _csv_file(options, ctx)
+        errors = (pa.ArrowInvalid, lambda e: _csv_error(e, full, options))
+        try:
+            reader = pacsv.open_csv(full, parse_options=pacsv.ParseOptions(delimiter=options.sep),
+                                    convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+        except pa.ArrowInvalid as e:
+            raise _csv_error(e, full, options) from None
+        except OSError as e:
+            raise DataError(PATH, f"{options.path}: cannot read: {e}") from None
+        _check_utf8_columns(reader.schema, options.path)
+        schema, batches = reader.schema, reader
+    elif source.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        errors = (pa.ArrowException, lambda e: _parquet_error(e, options))
+        try:
+            pf = pq.ParquetFile(resolve(options.path, ctx), pre_buffer=False, buffer_size=64 << 10)
+            schema, batches = pf.schema_arrow, pf.iter_batches(batch_size=rows)
+        except (pa.ArrowException, OSError) as e:
+            raise _parquet_error(e, options) from None
+    else:
+        return None
+
+    def frames():
+        pending, have, start = [], 0, 0
+        try:
+            for batch in batches:
+                pending.append(batch)
+                have += batch.num_rows
+                while have >= rows:
+                    table = pa.Table.from_batches(pending, schema=schema)
+                    yield start, _to_frame(table.slice(0, rows), options.path)
+                    pending, have, start = table.slice(rows).to_batches(), have - rows, start + rows
+        except errors[0] as e:
+            raise errors[1](e) from None
+        except OSError as e:
+            raise DataError(PATH, f"{options.path}: cannot read: {e}") from None
+        if have or not start:      # (no rows at all: _to_frame says so)
+            yield start, _to_frame(pa.Table.from_batches(pending, schema=schema), options.path)
+    return options.path, frames()
 
 
 # ---------------------------------------------------------------------------------------------

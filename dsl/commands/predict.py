@@ -57,20 +57,19 @@ def main(args: list[str]) -> None:
     try:
         run_dir, value, options, output = parse_args(args)
         from compilers.pipeline import configure_jax
-        from compilers.predict import open_run, predict, source_of, write_predictions
+        from compilers.predict import open_run, predict, source_of
 
         run = open_run(run_dir)
         source = source_of(run, value, options)
         configure_jax()
-        result = predict(run, source, cwd)
+        path = Path(output) if output is not None else run_dir / "predictions.csv"
+        result = predict(run, source, cwd, out=path)      # written as it goes, whole or not at all
     except SpecError as e:
         print(e, file=sys.stderr)
         raise SystemExit(2)
     for line in result.warnings:
         print(f"warning: {line}", file=sys.stderr)
-    path = Path(output) if output is not None else run_dir / "predictions.csv"
-    write_predictions(result.frame, path)
-    n = len(result.frame)
+    n = result.rows
     print(f"predictions: {path} ({n} row{'s' if n != 1 else ''})")
     s = result.score
     if "accuracy" in s:
