@@ -142,10 +142,9 @@ CHUNK_ROWS = 1 << 16    # rows of a CSV or Parquet input prepared, predicted and
 def predict(run: Run, source: Item, cwd: Path, *, batch: int = 2048, out: Path | None = None) -> Predictions:
     """The run's predictions for the rows of `source` (relative paths start at `cwd`).
 
-    A CSV or Parquet input is read once as an Arrow table and prepared, predicted and (with `out`)
-    written CHUNK_ROWS rows at a time, so that a large file is not held as pandas frames of every
-    step: with `out`, the predictions go to that file (.csv or .parquet, written whole or not at
-    all) and `Predictions.frame` is None."""
+    A CSV or Parquet input is streamed and prepared, predicted and (with `out`) written CHUNK_ROWS
+    rows at a time, so that a large file is never held whole: with `out`, the predictions go to
+    that file (.csv or .parquet, written whole or not at all) and `Predictions.frame` is None."""
     import pandas as pd
 
     from compilers.runs.checkpoint import load_model
@@ -242,7 +241,10 @@ class _Writer:
 
             table = pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
             if self.parquet_writer is None:
-                self.schema = table.schema
+                # a text column with no value in the first chunk reads as Arrow's null type: text
+                self.schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f
+                                         for f in table.schema], metadata=table.schema.metadata)
+                table = table.cast(self.schema)
                 self.parquet_writer = pq.ParquetWriter(self.tmp, self.schema)
             self.parquet_writer.write_table(table)
         else:

@@ -218,6 +218,7 @@ def test_a_file_predicted_in_chunks_is_the_file_predicted_at_once(here, shop_run
 
     new = _shop_frame(50, seed=7)
     new.loc[[3, 31, 44], "color"] = ["purple", "teal", "purple"]     # unseen, in three chunks
+    new["note"] = [None] * 10 + ["kept"] * 40                          # an extra column, empty at first
     name = f"chunky{suffix}"
     new.to_csv(here / name, index=False) if suffix == ".csv" else new.to_parquet(here / name, index=False)
     run = open_run(shop_run)
