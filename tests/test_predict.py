@@ -237,28 +237,28 @@ def test_a_file_predicted_in_chunks_is_the_file_predicted_at_once(here, shop_run
     else:
         pd.testing.assert_frame_equal(pd.read_parquet(many_path), pd.read_parquet(one_path))
     assert not list(here.glob("chunky_*.tmp"))
-    # a missing value the run does not impute, in the fourth chunk: the same rows named
+
+    def errors_of(frame, name):
+        """The error of predicting `frame` at once and in chunks of 7 rows; no output either way."""
+        frame.to_csv(here / name, index=False)
+        errors = []
+        for rows in (1 << 16, 7):
+            monkeypatch.setattr(predict_module, "CHUNK_ROWS", rows)
+            with pytest.raises(DataError) as e:
+                predict(run, source_of(run, name, {}), here, out=here / "never.csv")
+            errors.append(str(e.value))
+            assert not (here / "never.csv").exists() and not (here / "never.csv.tmp").exists()
+        return errors
+
+    # a missing value the run does not impute, and text where it read numbers: the same rows named
     holes = new.astype({"visits": float})
     holes.loc[[23, 26, 40, 41, 45, 49], "visits"] = np.nan              # in chunks 4, 6 and 7
-    holes.to_csv(here / "chunky_holes.csv", index=False)
-    errors = []
-    for rows in (1 << 16, 7):
-        monkeypatch.setattr(predict_module, "CHUNK_ROWS", rows)
-        with pytest.raises(DataError) as e:
-            predict(run, source_of(run, "chunky_holes.csv", {}), here, out=here / "never.csv")
-        errors.append(str(e.value))
-    assert errors[0] == errors[1] and "has 6 missing values (data rows 24, 27, 41, 42, 46, ...)" in errors[0]
-    assert not (here / "never.csv").exists() and not (here / "never.csv.tmp").exists()
+    one, many = errors_of(holes, "chunky_holes.csv")
+    assert one == many and "has 6 missing values (data rows 24, 27, 41, 42, 46, ...)" in one
     words = new.astype({"price": object})
     words.loc[[2, 40], "price"] = ["cheap", "dear"]                       # text in chunks 1 and 6
-    words.to_csv(here / "chunky_words.csv", index=False)
-    errors = []
-    for rows in (1 << 16, 7):
-        monkeypatch.setattr(predict_module, "CHUNK_ROWS", rows)
-        with pytest.raises(DataError) as e:
-            predict(run, source_of(run, "chunky_words.csv", {}), here, out=here / "never.csv")
-        errors.append(str(e.value))
-    assert errors[0] == errors[1] and "holds text ('cheap' at data rows 3, 41)" in errors[0]
+    one, many = errors_of(words, "chunky_words.csv")
+    assert one == many and "holds text ('cheap' at data rows 3, 41)" in one
 
 
 def test_missing_columns_are_named_with_did_you_mean(cli, here, shop_run):

@@ -388,27 +388,31 @@ def _to_frame(table, path: str):
 @SOURCES.register("csv", CsvOptions, file=True)
 def csv(options: CsvOptions, ctx: SourceContext) -> Table:
     """A CSV file with a header row (`data.source: path/to/file.csv`), read with pyarrow."""
-    import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    full = _csv_file(options, ctx)
-    try:
-        table = pacsv.read_csv(full, parse_options=pacsv.ParseOptions(delimiter=options.sep),
-                               convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
-    except pa.ArrowInvalid as e:
-        raise _csv_error(e, full, options) from None
-    except OSError as e:
-        raise DataError(PATH, f"{options.path}: cannot read: {e}") from None
-    _check_utf8_columns(table.schema, options.path)
+    _, table = _csv_open(options, ctx, pacsv.read_csv)
     return Table(_to_frame(table, options.path), description=options.path)
 
 
-def _csv_file(options: CsvOptions, ctx: SourceContext) -> Path:
+def _csv_open(options: CsvOptions, ctx: SourceContext, how):
+    """(the file's path, `how(path, ...)`: pyarrow's read_csv (a table) or open_csv (a stream of
+    batches)), with the file's checks and errors."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
     full = resolve(options.path, ctx)
     bad = _first_bad_utf8(full) if full.stat().st_size <= 64 * 2**20 else None
     if bad is not None:
         raise DataError(PATH, f"{options.path}: not valid UTF-8 text (line {bad}); save it as UTF-8")
-    return full
+    try:
+        out = how(full, parse_options=pacsv.ParseOptions(delimiter=options.sep),
+                  convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+    except pa.ArrowInvalid as e:
+        raise _csv_error(e, full, options) from None
+    except OSError as e:
+        raise DataError(PATH, f"{options.path}: cannot read: {e}") from None
+    _check_utf8_columns(out.schema, options.path)
+    return full, out
 
 
 def _check_utf8_columns(schema, path: str) -> None:
@@ -482,16 +486,8 @@ def table_chunks(source, cwd: Path, seed: int, rows: int):
     if source.kind == "csv":
         import pyarrow.csv as pacsv
 
-        full = _csv_file(options, ctx)
+        full, reader = _csv_open(options, ctx, pacsv.open_csv)
         errors = (pa.ArrowInvalid, lambda e: _csv_error(e, full, options))
-        try:
-            reader = pacsv.open_csv(full, parse_options=pacsv.ParseOptions(delimiter=options.sep),
-                                    convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
-        except pa.ArrowInvalid as e:
-            raise _csv_error(e, full, options) from None
-        except OSError as e:
-            raise DataError(PATH, f"{options.path}: cannot read: {e}") from None
-        _check_utf8_columns(reader.schema, options.path)
         schema, batches = reader.schema, reader
     elif source.kind == "parquet":
         import pyarrow.parquet as pq
