@@ -391,7 +391,20 @@ def csv(options: CsvOptions, ctx: SourceContext) -> Table:
     import pyarrow.csv as pacsv
 
     _, table = _csv_open(options, ctx, pacsv.read_csv)
-    return Table(_to_frame(table, options.path), description=options.path)
+    _release_arrow()
+    frame = _to_frame(table, options.path)
+    del table
+    _release_arrow()
+    return Table(frame, description=options.path)
+
+
+def _release_arrow() -> None:
+    """pyarrow's memory pool (mimalloc) keeps the pages it freed: after read_csv, about the table's
+    size again (1,000,000 x 51 numbers: 541 MiB held, 1,146 MiB resident); given back here, before
+    pandas takes its copy."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
 
 
 def _csv_open(options: CsvOptions, ctx: SourceContext, how):
@@ -464,7 +477,11 @@ def parquet(options: ParquetOptions, ctx: SourceContext) -> Table:
         table = pq.read_table(full)
     except (pa.ArrowException, OSError) as e:
         raise _parquet_error(e, options) from None
-    return Table(_to_frame(table, options.path), description=options.path)
+    _release_arrow()
+    frame = _to_frame(table, options.path)
+    del table
+    _release_arrow()
+    return Table(frame, description=options.path)
 
 
 def _parquet_error(e, options: ParquetOptions) -> DataError:
