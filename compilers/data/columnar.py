@@ -429,7 +429,7 @@ def _columns_of(item, options, table: _Table, ctx, frame) -> list[str]:
 
 def _prep(items, table: _Table, index: dict, target: str, target_na: np.ndarray) -> list[dict]:
     """Fits each step on the live training rows and applies it to every block, in order."""
-    from compilers.data.prep import PrepContext, _log_message, min_max_stats, natural_sorted, standardize_stats
+    from compilers.data.prep import PrepContext, _log_message, min_max_stats, one_hot_categories, standardize_stats
 
     frame = _Columns(table.features + [target])
     wanted = {name: len(rows) for name, rows in index.items()}
@@ -475,12 +475,7 @@ def _prep(items, table: _Table, index: dict, target: str, target_na: np.ndarray)
             for c in columns:
                 codes, strings = table.text[c]
                 present = np.unique(codes[train])
-                seen = natural_sorted({strings[k] for k in present[present >= 0]})
-                if len(seen) > options.max_categories:
-                    raise DataError(path, f"column '{c}' has {len(seen)} distinct values in the training split, "
-                                          f"more than max_categories ({options.max_categories}); leave it out of "
-                                          "data.features or raise one_hot's max_categories")
-                categories.append(seen)
+                categories.append(one_hot_categories(c, {strings[k] for k in present[present >= 0]}, options, path))
             state = {"columns": columns, "categories": categories}
             for c, seen in zip(columns, categories):
                 table.expand(c, seen)

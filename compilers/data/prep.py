@@ -293,6 +293,17 @@ class OneHotOptions:
     max_categories: int = opt(100, "a column with more distinct values than this is an error", ge=1)
 
 
+def one_hot_categories(column: str, values: set, options: OneHotOptions, path: str) -> list[str]:
+    """A column's categories (its distinct training values as strings), in natural order; DataError
+    past max_categories. Shared with the columnar loader (`columnar.py`)."""
+    seen = natural_sorted(values)
+    if len(seen) > options.max_categories:
+        raise DataError(path, f"column '{column}' has {len(seen)} distinct values in the training split, "
+                              f"more than max_categories ({options.max_categories}); leave it out of "
+                              "data.features or raise one_hot's max_categories")
+    return seen
+
+
 @PREP.register("one_hot", OneHotOptions, positional="columns")
 def one_hot(options: OneHotOptions) -> Prep:
     """Replace each categorical column by one 0/1 column per category seen in the training split.
@@ -305,14 +316,8 @@ def one_hot(options: OneHotOptions) -> Prep:
             columns = [c for c in _features(frame, ctx) if describe_dtype(frame[c]) in ("text", "categories")]
         else:
             columns = _check_named(options.columns, frame, ctx)
-        categories = []
-        for c in columns:
-            seen = natural_sorted(set(label_strings(frame[c]).dropna()))
-            if len(seen) > options.max_categories:
-                raise DataError(ctx.path, f"column '{c}' has {len(seen)} distinct values in the training split, "
-                                          f"more than max_categories ({options.max_categories}); leave it out of "
-                                          "data.features or raise one_hot's max_categories")
-            categories.append(seen)
+        categories = [one_hot_categories(c, set(label_strings(frame[c]).dropna()), options, ctx.path)
+                      for c in columns]
         return {"columns": columns, "categories": categories}
 
     def apply(frame, state):
