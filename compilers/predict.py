@@ -5,7 +5,6 @@
     source_of(run, value, options)       the `data.source` item of the new data
     predict(run, source, cwd, out=PATH)  -> Predictions: one row per input row, in input order,
                                          written to PATH (.csv or .parquet) as they are made
-    write_predictions(frame, path)       .csv or .parquet
 
 A CSV or Parquet input is streamed (`sources.table_chunks`): CHUNK_ROWS rows at a time are
 prepared, predicted and written, so that a large file is never held whole.
@@ -268,16 +267,6 @@ class _Writer:
                 self.handle.close()
         finally:
             self.tmp.unlink(missing_ok=True)
-
-
-def write_predictions(frame, path: Path) -> None:
-    writer = _Writer(path)
-    try:
-        writer.write(frame)
-        writer.close()
-    except BaseException:
-        writer.abandon()
-        raise
 
 
 # ---------------------------------------------------------------------------------------------

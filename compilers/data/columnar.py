@@ -45,7 +45,6 @@ from dsl.registry import PREP
 BLOCK_BYTES = 1 << 20           # bytes of CSV text per streamed batch (larger ones read slower here)
 BLOCK_VALUES = 8 << 20          # float32 values per block of the table (32 MiB: always a mapping of its own)
 PARQUET_BATCH_BYTES = 4 << 20   # about this many bytes of float64 values per Parquet batch
-PARQUET_BUFFER = 64 << 10       # bytes of a column chunk read at a time (not the whole chunk, nor the whole file)
 STEPS = ("standardize", "min_max", "clip", "log", "impute", "drop_na", "one_hot")
 
 
@@ -172,15 +171,10 @@ class _Reader:
             with reader:
                 yield from reader
         else:
-            import pyarrow.parquet as pq
+            from compilers.data.sources import parquet_batches
 
-            # pyarrow's default (pre_buffer) reads every column chunk of the file ahead of the
-            # batches: a second copy of the table (~190 MiB of a 1,000,000 x 50 float32 file).
-            # Decoded in this thread: pyarrow's pool (mimalloc) keeps what its worker threads
-            # allocated (~35 MiB more after loading), and threads read no faster here.
-            pf = pq.ParquetFile(self.full, pre_buffer=False, buffer_size=PARQUET_BUFFER)
             rows = min(1 << 16, max(1024, PARQUET_BATCH_BYTES // (8 * len(columns))))
-            yield from pf.iter_batches(batch_size=rows, columns=columns, use_threads=False)
+            yield from parquet_batches(self.full, rows, columns)[1]
 
 
 def _codes_of(column, lookup: dict) -> np.ndarray:
