@@ -38,7 +38,7 @@ import numpy as np
 
 from compilers.data.dataset import Dataset, Table, aligned_empty
 from compilers.data.split import SPLITS
-from compilers.memory import give_back
+from compilers.memory import arrow_give_back, give_back
 from dsl.errors import DataError
 from dsl.registry import PREP
 
@@ -263,7 +263,7 @@ def _read(spec, reader: _Reader, table: Table):
     if current is not None and filled:
         blocks.append(current[:filled])
         starts.append(starts[-1] + filled)
-    pa.default_memory_pool().release_unused()
+    arrow_give_back()
     if not blocks:
         raise _Fallback
     chunked = pa.chunked_array(target_chunks, type=target_chunks[0].type)
@@ -592,9 +592,7 @@ def load_columnar(spec, cwd: Path) -> Dataset | None:
     """The Dataset of a numeric CSV or Parquet source, or None when the frame path must load it."""
     dataset = _load(spec, cwd)
     if dataset is not None:
-        import pyarrow as pa
-
-        pa.default_memory_pool().release_unused()   # ~20 MiB more than the release after reading
+        arrow_give_back()   # ~20 MiB more than the release after reading
         give_back()   # the target's label strings, split indices and pandas temporaries, now freed (~25 MiB)
     return dataset
 
