@@ -104,8 +104,11 @@ def run_group(specs: list[Spec], run_dirs: list[Path], cwd: Path, *, progress: b
     t_start = t_start or time.perf_counter()
     run_dirs = [Path(d) for d in run_dirs]
     results: list = [None] * len(specs)
+    # A job requeued after its cluster preempted it finds the run it stopped in its directory: one
+    # model goes on from its checkpoint (read here, by every process, before any of them writes)
+    requeued = not resume and len(specs) == 1 and requeued_run(run_dirs[0])
     for i, d in enumerate(run_dirs):
-        if (d / "metrics.jsonl").exists() and not resume:
+        if (d / "metrics.jsonl").exists() and not resume and not requeued:
             results[i] = SpecError("hydra.run.dir", f"{d} already holds a run; give another directory")
     t = time.perf_counter()
     times: list[dict] = [{"startup_s": round(t - t_start, 4)} for _ in specs]   # Python, imports, Hydra
@@ -114,6 +117,12 @@ def run_group(specs: list[Spec], run_dirs: list[Path], cwd: Path, *, progress: b
     from compilers.train.distributed import is_primary, process_count
 
     primary = is_primary()
+    if requeued and process_count() > 1:
+        # several processes cannot restore one checkpoint yet: the run starts again, in the same directory
+        if primary:
+            _clear_run(run_dirs[0])
+    elif requeued:
+        resume = True
     if not primary:   # several processes train together; only process 0 writes the run directories
         import tempfile
 
@@ -347,10 +356,46 @@ def draw_charts(record, items, run_dir: Path, images: str, *, validate: bool, re
 def _result_of(summary: dict, spec: Spec, run_dir: Path):
     if summary["status"] == "failed":  # the charts of the history so far are written first
         return RunFailed(f"{spec.name}: {summary['reason']}; report: {run_dir / 'report.html'}")
+    if summary["status"] == "interrupted" and summary.get("preempted"):
+        import signal
+
+        return RunInterrupted(f"{spec.name}: {summary['reason']}; report: {run_dir / 'report.html'}",
+                              preempted=getattr(signal, summary["preempted"], None))
     if summary["status"] == "interrupted":
         return RunInterrupted(f"{spec.name}: {summary['reason']}; report: {run_dir / 'report.html'}"
                               f"; go on with: python -m dsl resume {run_dir}")
     return summary
+
+
+def requeued_run(run_dir: Path, env=None) -> bool:
+    """Whether `run_dir` holds a run that this job, requeued, goes on with: one that its cluster's
+    preemption signal stopped (summary.json: `preempted`; compilers.runs.preemption), or, in a job
+    SLURM has started again (SLURM_RESTART_COUNT > 0: requeued or restarted after a failure), one
+    that did not finish (`running` or `interrupted`: killed without the signal, or stopped by it)."""
+    import json
+
+    try:
+        summary = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(summary, dict):
+        return False
+    if summary.get("status") == "interrupted" and summary.get("preempted"):
+        return True
+    env = os.environ if env is None else env
+    try:
+        restarts = int(env.get("SLURM_RESTART_COUNT", "0") or 0)
+    except ValueError:
+        restarts = 0
+    return restarts > 0 and summary.get("status") in ("running", "interrupted")
+
+
+def _clear_run(run_dir: Path) -> None:
+    """What a run wrote in `run_dir` (Hydra's .hydra/ and its log stay), before it is trained again."""
+    for entry in Path(run_dir).iterdir():
+        if entry.name == ".hydra" or entry.suffix == ".log":
+            continue
+        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
 
 
 def _keep_checkpointed_epochs(run_dir: Path, spec: Spec) -> None:

@@ -65,4 +65,10 @@ class RunFailed(Exception):
 
 
 class RunInterrupted(Exception):
-    """Ctrl-C stopped training after an epoch; a checkpoint and the report of what was done exist."""
+    """Ctrl-C stopped training after an epoch; a checkpoint and the report of what was done exist.
+    `preempted`: the preemption signal of a submitit job, when that stopped it (the caller hands
+    it on to submitit, which requeues the job)."""
+
+    def __init__(self, message: str, preempted: int | None = None):
+        super().__init__(message)
+        self.preempted = preempted

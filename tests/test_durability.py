@@ -183,3 +183,123 @@ def test_same_spec_and_seed_give_identical_metrics(tmp_path, cli):
     a, b, other = run("a"), run("b"), run("c", "seed=1")
     assert a == b                      # every value of every epoch, exactly
     assert a != other
+
+
+# --- a cluster job's preemption signal (compilers.runs.preemption), in this process ---------------
+
+class _Submitit:
+    """Stands in for submitit's signal handler (compilers.runs.preemption knows it by its module)."""
+    __module__ = "submitit.core.job_environment"
+
+    def __init__(self):
+        self.calls = []
+
+    def handle(self, signum, frame):
+        self.calls.append(signum)
+
+
+@pytest.fixture()
+def submitit_job(monkeypatch):
+    """This process as a submitit job: submitit imported, its handler set for SIGUSR2."""
+    monkeypatch.setitem(sys.modules, "submitit", sys.modules.get("submitit") or type(sys)("submitit"))
+    monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
+    job = _Submitit()
+    old = signal.signal(signal.SIGUSR2, job.handle)
+    yield job
+    signal.signal(signal.SIGUSR2, old)
+
+
+def _spec(*extra):
+    from dsl.commands.run import prepare
+
+    return prepare([f"conf={IRIS}", "train.epochs=12", "train.batch_size=16", "train.checkpoint.every=5",
+                    "plots=[learning_curves]", "report.images=none", "train.early_stopping=null", *extra],
+                   ROOT, sweep_ok=False)[4]
+
+
+def _numbers(run_dir: Path):
+    return [{k: v for k, v in json.loads(x).items() if k != "time"}
+            for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_preemption_signal_stops_training_after_the_epoch_and_the_requeued_job_goes_on(tmp_path, submitit_job):
+    """The signal that comes before training (while the data loads) stops the run after its first
+    epoch with a checkpoint; submitit's handler gets it only after the run's files are written; the
+    job run again in the same directory goes on from the checkpoint to the numbers of a run never
+    stopped."""
+    from compilers.pipeline import requeued_run, run_spec
+    from compilers.runs.preemption import Watch, came
+    from dsl.errors import RunInterrupted
+
+    run = tmp_path / "job"
+    with Watch() as watch:
+        signal.raise_signal(signal.SIGUSR2)
+        assert came() == signal.SIGUSR2 and submitit_job.calls == []    # set aside while the run goes
+        with pytest.raises(RunInterrupted) as stopped:
+            run_spec(_spec(), run, ROOT, progress=False, sweep_job=True)
+    assert stopped.value.preempted == signal.SIGUSR2
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["preempted"] == "SIGUSR2"
+    assert summary["reason"].startswith("preempted (SIGUSR2) after epoch 1 of 12; a checkpoint")
+    assert len(_numbers(run)) == 1 and (run / "report.html").exists() and (run / "checkpoints" / "1").is_dir()
+    watch.hand_on(stopped.value.preempted)
+    assert submitit_job.calls == [signal.SIGUSR2]         # submitit's own handler: it requeues the job
+    assert requeued_run(run)
+
+    with Watch():
+        summary = run_spec(_spec(), run, ROOT, progress=False, sweep_job=True)   # the job, requeued
+    assert summary["status"] == "completed" and "preempted" not in summary and came() is None
+    whole = run_spec(_spec(), tmp_path / "whole", ROOT, progress=False)
+    assert _numbers(run) == _numbers(tmp_path / "whole") and len(_numbers(run)) == 12
+    assert summary["metrics"] == whole["metrics"]
+    assert not requeued_run(run)
+
+
+def test_a_preemption_signal_after_training_lets_the_run_finish(tmp_path, submitit_job, monkeypatch):
+    """Once training is over (the charts being drawn), the signal is noted and the run completes:
+    the job ends done, and nothing asks submitit to requeue it."""
+    from compilers import pipeline
+    from compilers.runs.preemption import Watch, came
+
+    draw = pipeline.draw_charts
+
+    def draw_after_signal(*args, **kwargs):
+        signal.raise_signal(signal.SIGUSR2)
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "draw_charts", draw_after_signal)
+    with Watch():
+        summary = pipeline.run_spec(_spec(), tmp_path / "job", ROOT, progress=False, sweep_job=True)
+        assert came() == signal.SIGUSR2
+    assert summary["status"] == "completed" and len(_numbers(tmp_path / "job")) == 12
+    assert submitit_job.calls == []
+
+
+def test_outside_a_submitit_job_the_signal_is_left_alone(submitit_job, monkeypatch):
+    from compilers.runs import preemption
+
+    assert preemption.job_signal() == signal.SIGUSR2
+    monkeypatch.setenv("SUBMITIT_PREEMPT_SIGNAL", "USR1")      # submitit's handler is on USR2, not USR1
+    assert preemption.job_signal() is None
+    monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL")
+    signal.signal(signal.SIGUSR2, lambda *a: None)             # a handler that is not submitit's
+    assert preemption.job_signal() is None
+    with preemption.Watch():
+        assert signal.getsignal(signal.SIGUSR2) is not preemption.Watch._on_signal
+
+
+def test_a_requeued_job_goes_on_with_a_run_that_did_not_finish(tmp_path):
+    """SLURM_RESTART_COUNT > 0 (SLURM started the job again): a run left `running` (killed without
+    the signal) or `interrupted` goes on; a finished one, or any run of a job never restarted, does not."""
+    from compilers.pipeline import requeued_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert not requeued_run(run, {"SLURM_RESTART_COUNT": "1"})          # no summary.json
+    for status, first, again in (("running", False, True), ("interrupted", False, True),
+                                 ("completed", False, False), ("failed", False, False)):
+        (run / "summary.json").write_text(json.dumps({"status": status}))
+        assert requeued_run(run, {}) is first and requeued_run(run, {"SLURM_RESTART_COUNT": "0"}) is first
+        assert requeued_run(run, {"SLURM_RESTART_COUNT": "2"}) is again, status
+    (run / "summary.json").write_text(json.dumps({"status": "interrupted", "preempted": "SIGUSR2"}))
+    assert requeued_run(run, {})

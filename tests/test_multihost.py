@@ -138,6 +138,7 @@ def test_the_cluster_example_composes_with_the_submitit_slurm_launcher(cli):
     assert launcher["_target_"] == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher["nodes"], launcher["tasks_per_node"], launcher["gpus_per_node"]) == (2, 4, 4)
     assert launcher["timeout_min"] == 60 and launcher["partition"] is None
+    assert (launcher["signal_delay_s"], launcher["max_num_timeout"]) == (120, 3)   # requeued when stopped
 
 
 def test_a_spec_may_not_give_the_launcher_shell_commands(tmp_path, cli):
@@ -186,3 +187,128 @@ def test_a_sweep_through_the_submitit_launcher_trains_each_job_on_two_processes(
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
     logs = sorted(p.name for p in (tmp_path / "sweep" / ".submitit").rglob("*_log.out"))
     assert len(logs) == 2 and logs[0].endswith("_0_log.out") and logs[1].endswith("_1_log.out")
+
+
+# --- preemption: submitit's signal, a checkpoint, the job requeued, the run going on -------------
+
+PREEMPTED = """\
+defaults:
+  - override hydra/launcher: submitit_local
+name: preempted
+data:
+  source: digits
+  split: {{test: 0.2, val: 0.1, stratify: true}}
+model:
+  layers: [{{dense: 32}}, relu]
+train: {{epochs: {epochs}, batch_size: 32, checkpoint: {{every: 50}}{devices}}}
+plots: []
+report: {{images: none}}
+hydra:
+  launcher: {{timeout_min: 4, tasks_per_node: {tasks}}}
+"""
+
+
+def _task_pids(sweep) -> list[int]:
+    """The submitit tasks running jobs of `sweep` (their command line names its folder), by task number."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmd = open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\0", b" ")
+            environ = open(f"/proc/{entry}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if b"submitit.core._submit" in cmd and str(sweep).encode() in cmd:
+            rank = [e.split(b"=", 1)[1] for e in environ if e.startswith(b"SUBMITIT_LOCAL_GLOBALID=")]
+            found[int(rank[0]) if rank else 0] = int(entry)
+    return [found[k] for k in sorted(found)]
+
+
+def _preempt(tmp_path, env, *, tasks: int, signal_task: int, epochs: int):
+    """A one-job sweep through submitit's local executor whose task `signal_task` gets SIGUSR2 (as
+    SLURM sends it before the time limit) once 3 epochs are written; -> (the run directory, the
+    submitit logs' text)."""
+    import signal
+    import time
+
+    devices = ", devices: 4" if tasks > 1 else ""
+    (tmp_path / "preempted.yaml").write_text(PREEMPTED.format(epochs=epochs, tasks=tasks, devices=devices))
+    sweep = tmp_path / "sweep"
+    command = subprocess.Popen([sys.executable, "-m", "dsl", "run", "-m", "conf=preempted.yaml",
+                                f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics, sent, start = sweep / "0" / "metrics.jsonl", None, time.monotonic()
+    try:
+        while command.poll() is None and time.monotonic() - start < 240:
+            if sent is None and metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+                pids = _task_pids(sweep)
+                if len(pids) == tasks:
+                    os.kill(pids[signal_task], signal.SIGUSR2)
+                    sent = len(metrics.read_text().splitlines())
+            time.sleep(0.01)
+    finally:
+        if command.poll() is None:
+            command.kill()
+    out = command.communicate()[0]
+    assert command.returncode == 0, out[-3000:]
+    assert sent is not None and sent < epochs, "the run ended before it could be preempted"
+    logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
+    return sweep, logs
+
+
+def _plain_env():
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "DSL_COMPILATION_CACHE": "0"}
+    for k in [k for k in env if k.startswith(("SLURM_", "OMPI_", "JAX_COORDINATOR", "DSL_DISTRIBUTED", "SUBMITIT_"))]:
+        del env[k]
+    return env
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the task through /proc")
+def test_a_preempted_submitit_job_is_requeued_and_goes_on_from_its_checkpoint(tmp_path):
+    """SIGUSR2 mid-training: the run stops after the epoch, writes a checkpoint and its report,
+    submitit requeues the job, and the job requeued goes on from the checkpoint to the end: every
+    epoch once, each the same numbers as a run never stopped."""
+    env = _plain_env()
+    sweep, logs = _preempt(tmp_path, env, tasks=1, signal_task=0, epochs=150)
+    assert "SIGUSR2: the job is preempted or its time is running out; training stops after the epoch in hand" in logs
+    assert "Requeued job" in logs
+    stopped = [line for line in logs.splitlines() if line.startswith("preempted: preempted (SIGUSR2) after epoch")]
+    assert len(stopped) == 1 and "goes on from it" in stopped[0], logs[-3000:]
+    run = sweep / "0"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and "preempted" not in summary
+    lines = [json.loads(x) for x in (sweep / "sweep.jsonl").read_text().splitlines()]
+    assert len(lines) == 1 and lines[0]["status"] == "completed"      # the stopped attempt wrote none
+    # the same as a run never stopped (the sweep's own spec, trained whole in a directory of its own)
+    done = subprocess.run([sys.executable, "-m", "dsl", "run", "conf=preempted.yaml", f"hydra.run.dir={tmp_path / 'whole'}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    def numbers(run_dir):
+        return [{k: v for k, v in row.items() if k != "time"} for row in _history(run_dir)]
+
+    history = numbers(run)
+    assert [row["epoch"] for row in history] == list(range(1, 151))
+    assert history == numbers(tmp_path / "whole")
+    assert summary["metrics"] == json.loads((tmp_path / "whole" / "summary.json").read_text())["metrics"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the tasks through /proc")
+def test_a_signal_to_one_process_stops_every_process_after_the_same_epoch(tmp_path):
+    """A job of 2 tasks training together (jax.distributed): SIGUSR2 reaches task 1 alone, yet both
+    stop after the same epoch (they agree each epoch), task 0 has submitit requeue the job, and the
+    job requeued trains the run again from its first epoch (several processes cannot restore one
+    checkpoint yet) to the end."""
+    env = {**_plain_env(), "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    sweep, logs = _preempt(tmp_path, env, tasks=2, signal_task=1, epochs=100)
+    assert "Requeued job" in logs
+    stopped = [line for line in logs.splitlines() if line.startswith("preempted: preempted (SIGUSR2) after epoch")]
+    epochs = {line.split(" after epoch ")[1].split(";")[0] for line in stopped}
+    assert len(stopped) == 2 and len(epochs) == 1, logs[-3000:]         # both tasks, after the same epoch
+    run = sweep / "0"
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+    assert [row["epoch"] for row in _history(run)] == list(range(1, 101))
+    lines = [json.loads(x) for x in (sweep / "sweep.jsonl").read_text().splitlines()]
+    assert len(lines) == 1 and lines[0]["status"] == "completed"

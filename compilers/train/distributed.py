@@ -135,6 +135,15 @@ def is_primary() -> bool:
     return process_index() == 0
 
 
+def process_max(value: int) -> int:
+    """The largest of every process's `value` (a collective: every process must call it, at the
+    same point of the run)."""
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return int(np.max(multihost_utils.process_allgather(np.asarray([value], np.int32))))
+
+
 # --- global arrays at the boundary of the programs that use the mesh -----------------------------
 
 def to_global(tree, mesh):

@@ -119,6 +119,7 @@ class Tracker:
         self.diverged: str | None = None
         self.stopped_early = False
         self.interrupted = False    # Ctrl-C: stopped after this epoch, to be resumed
+        self.preempted: int | None = None   # ... by a cluster job's preemption signal (its number)
         self.done = False
         self.has_best = False
 
@@ -353,7 +354,8 @@ def train(plan, data, run_dir: Path, *, progress: bool = True, log=None, times: 
 
 class _Interrupt:
     """Ctrl-C during training asks the loop to stop after the epoch in hand (a checkpoint and the
-    report of what was done are written); a second Ctrl-C stops at once."""
+    report of what was done are written); a second Ctrl-C stops at once. A cluster job's preemption
+    signal does the same (compilers.runs.preemption)."""
 
     def __init__(self):
         self.requested = False
@@ -374,6 +376,20 @@ class _Interrupt:
 
             signal.signal(signal.SIGINT, handler)
         return self
+
+    def now(self) -> tuple[bool, int | None]:
+        """(stop after this epoch, the preemption signal if it came) as of now, the same in every
+        process of a run of several (a signal reaches each at its own moment: any one's request
+        stops them all, after the same epoch). Called once per epoch; a later signal counts next epoch."""
+        from compilers.runs.preemption import came
+        from compilers.train.distributed import process_count, process_max
+
+        preempted = came()
+        requested = self.requested or preempted is not None
+        if process_count() > 1:
+            preempted = process_max(preempted or 0) or None
+            requested = bool(process_max(int(requested))) or preempted is not None
+        return requested, preempted
 
     def __exit__(self, *exc):
         import signal
@@ -543,18 +559,19 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
                         best_single = copy((state.params, state.model_state))
                 live = [i for i, tr in enumerate(trackers) if not tr.done]
                 bar.update(epoch, trackers[live[0] if live else 0].row)
+                stop, preempted = interrupt.now()
                 for i, tr in enumerate(trackers):
                     every = plans[i].spec.train.checkpoint.every
                     if (finals[i] is None and every and epoch % every == 0 and epoch < tp.epochs and not tr.done
-                            and not interrupt.requested):
+                            and not stop):
                         ckpts[i].save(epoch, _take(state, i if vm else None), meta=_meta(tr, probe_arrays(i, epoch)),
                                       best=best_of(i), probes=probe_arrays(i, epoch))
                     if tr.done and finals[i] is None:
                         finals[i] = copy(_take(state, i)) if vm else state
-                if interrupt.requested and live:
+                if stop and live:
                     for i, tr in enumerate(trackers):
                         if not tr.done:
-                            tr.done, tr.interrupted = True, True
+                            tr.done, tr.interrupted, tr.preempted = True, True, preempted
                             finals[i] = copy(_take(state, i)) if vm else state
                             ckpts[i].save(epoch, finals[i], meta=_meta(tr, probe_arrays(i, epoch)), best=best_of(i),
                                           probes=probe_arrays(i, epoch))
@@ -672,6 +689,13 @@ def _finish(plan, data, programs, final_params, final_ms, tr: Tracker, hist_coun
                       "restored_best": tr.has_best}
     if tr.diverged:
         record.summary.update(status="failed", reason=tr.diverged)
+    elif tr.preempted:
+        import signal
+
+        name = signal.Signals(tr.preempted).name
+        record.summary.update(status="interrupted", preempted=name,
+                              reason=f"preempted ({name}) after epoch {len(history)} of {tp.epochs}; a checkpoint "
+                                     f"of that epoch was written, and the job, requeued, goes on from it")
     elif tr.interrupted:
         record.summary.update(status="interrupted",
                               reason=f"interrupted (Ctrl-C) after epoch {len(history)} of {tp.epochs}; "

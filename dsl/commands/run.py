@@ -390,18 +390,26 @@ def _hydra_run(spec_path, smap, flags, overrides, cwd: Path, t_start: float, wor
                 raise SystemExit(code)
             return None
         # a sweep's job (a single run returned above): its line in the sweep's table, its objective
-        try:
-            spec = to_spec(cfg, smap, spec_path, job_overrides)
-            summary = run_spec(spec, run_dir, cwd, t_start=started, sweep_job=True)
-        except (SpecError, RunFailed) as e:
-            e = locate(e, smap, job_overrides) if isinstance(e, SpecError) else e
-            print(e, file=sys.stderr)
-            _sweep_line(hc.sweep.dir, hc.job.num, job_overrides, run_dir, None, str(e))
+        from compilers.runs.preemption import Watch
+
+        with Watch() as watch:   # a submitit job's preemption signal (see compilers.runs.preemption)
+            try:
+                spec = to_spec(cfg, smap, spec_path, job_overrides)
+                summary = run_spec(spec, run_dir, cwd, t_start=started, sweep_job=True)
+            except (SpecError, RunFailed) as e:
+                e = locate(e, smap, job_overrides) if isinstance(e, SpecError) else e
+                print(e, file=sys.stderr)
+                _sweep_line(hc.sweep.dir, hc.job.num, job_overrides, run_dir, None, str(e))
+                return None
+            except RunInterrupted as e:  # Ctrl-C: a checkpoint and the report are written; the sweep stops too
+                print(e, file=sys.stderr)
+                if not e.preempted:
+                    _sweep_line(hc.sweep.dir, hc.job.num, job_overrides, run_dir, None, str(e))
+                    raise SystemExit(130)
+                summary, preempted = None, e.preempted
+        if summary is None:   # preempted: submitit requeues the job, whose run writes the job's line
+            watch.hand_on(preempted)
             return None
-        except RunInterrupted as e:  # Ctrl-C: a checkpoint and the report are written; the sweep stops too
-            print(e, file=sys.stderr)
-            _sweep_line(hc.sweep.dir, hc.job.num, job_overrides, run_dir, None, str(e))
-            raise SystemExit(130)
         _sweep_line(hc.sweep.dir, hc.job.num, job_overrides, run_dir, summary, None)
         return objective_value(spec, summary)  # what sweepers such as optuna optimise
 
