@@ -135,13 +135,14 @@ def is_primary() -> bool:
     return process_index() == 0
 
 
-def process_max(value: int) -> int:
-    """The largest of every process's `value` (a collective: every process must call it, at the
-    same point of the run)."""
+def process_max(*values: int) -> list[int]:
+    """Each of `values`, the largest of every process's (one collective: every process must call it
+    at the same point of the run)."""
     import numpy as np
     from jax.experimental import multihost_utils
 
-    return int(np.max(multihost_utils.process_allgather(np.asarray([value], np.int32))))
+    gathered = multihost_utils.process_allgather(np.asarray(values, np.int32))   # [processes, len(values)]
+    return [int(v) for v in np.asarray(gathered).reshape(-1, len(values)).max(axis=0)]
 
 
 # --- global arrays at the boundary of the programs that use the mesh -----------------------------

@@ -387,8 +387,8 @@ class _Interrupt:
         preempted = came()
         requested = self.requested or preempted is not None
         if process_count() > 1:
-            preempted = process_max(preempted or 0) or None
-            requested = bool(process_max(int(requested))) or preempted is not None
+            any_requested, any_preempted = process_max(int(requested), preempted or 0)
+            requested, preempted = bool(any_requested), any_preempted or None
         return requested, preempted
 
     def __exit__(self, *exc):
