@@ -105,7 +105,8 @@ def run_group(specs: list[Spec], run_dirs: list[Path], cwd: Path, *, progress: b
     run_dirs = [Path(d) for d in run_dirs]
     results: list = [None] * len(specs)
     # A job requeued after its cluster preempted it finds the run it stopped in its directory: one
-    # model goes on from its checkpoint (read here, by every process, before any of them writes)
+    # model goes on from its checkpoint (the directory read here by every process of a run of
+    # several, before any of them writes; process 0 reads the checkpoint for all)
     requeued = not resume and len(specs) == 1 and requeued_run(run_dirs[0])
     for i, d in enumerate(run_dirs):
         if (d / "metrics.jsonl").exists() and not resume and not requeued:
@@ -114,23 +115,15 @@ def run_group(specs: list[Spec], run_dirs: list[Path], cwd: Path, *, progress: b
     times: list[dict] = [{"startup_s": round(t - t_start, 4)} for _ in specs]   # Python, imports, Hydra
     renderer = _start_renderer(specs, results, sweep_job)   # first: its engine starts while JAX does
     configure_jax()
-    from compilers.train.distributed import is_primary, process_count
+    from compilers.train.distributed import is_primary
 
     primary = is_primary()
-    if requeued and process_count() > 1:
-        # several processes cannot restore one checkpoint yet: the run starts again, in the same directory
-        if primary:
-            _clear_run(run_dirs[0])
-    elif requeued:
-        resume = True
+    resume = resume or requeued
     if not primary:   # several processes train together; only process 0 writes the run directories
         import tempfile
 
         scratch = Path(tempfile.mkdtemp(prefix="dsl-process-"))
         run_dirs, progress = [scratch / str(i) for i in range(len(specs))], False
-    if resume and process_count() > 1:
-        raise SpecError("resume", "a run cannot be resumed by several processes; resume it in one "
-                                  "(python -m dsl resume RUN_DIR): its checkpoints hold the whole state")
     if not primary and renderer is not None:
         renderer.close()
         renderer = None
@@ -388,14 +381,6 @@ def requeued_run(run_dir: Path, env=None) -> bool:
     except ValueError:
         restarts = 0
     return restarts > 0 and summary.get("status") in ("running", "interrupted")
-
-
-def _clear_run(run_dir: Path) -> None:
-    """What a run wrote in `run_dir` (Hydra's .hydra/ and its log stay), before it is trained again."""
-    for entry in Path(run_dir).iterdir():
-        if entry.name == ".hydra" or entry.suffix == ".log":
-            continue
-        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
 
 
 def _keep_checkpointed_epochs(run_dir: Path, spec: Spec) -> None:

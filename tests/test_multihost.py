@@ -225,23 +225,23 @@ def _task_pids(sweep) -> list[int]:
     return [found[k] for k in sorted(found)]
 
 
-def _preempt(tmp_path, env, *, tasks: int, signal_task: int, epochs: int):
+def _preempt(tmp_path, env, *, tasks: int, signal_task: int | None, epochs: int, sweep: str = "sweep"):
     """A one-job sweep through submitit's local executor whose task `signal_task` gets SIGUSR2 (as
-    SLURM sends it before the time limit) once 3 epochs are written; -> (the run directory, the
-    submitit logs' text)."""
+    SLURM sends it before the time limit) once 3 epochs are written (None: never); -> (the sweep
+    directory, the submitit logs' text)."""
     import signal
     import time
 
     devices = ", devices: 4" if tasks > 1 else ""
     (tmp_path / "preempted.yaml").write_text(PREEMPTED.format(epochs=epochs, tasks=tasks, devices=devices))
-    sweep = tmp_path / "sweep"
+    sweep = tmp_path / sweep
     command = subprocess.Popen([sys.executable, "-m", "dsl", "run", "-m", "conf=preempted.yaml",
                                 f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     metrics, sent, start = sweep / "0" / "metrics.jsonl", None, time.monotonic()
     try:
         while command.poll() is None and time.monotonic() - start < 240:
-            if sent is None and metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+            if signal_task is not None and sent is None and metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
                 pids = _task_pids(sweep)
                 if len(pids) == tasks:
                     os.kill(pids[signal_task], signal.SIGUSR2)
@@ -252,7 +252,7 @@ def _preempt(tmp_path, env, *, tasks: int, signal_task: int, epochs: int):
             command.kill()
     out = command.communicate()[0]
     assert command.returncode == 0, out[-3000:]
-    assert sent is not None and sent < epochs, "the run ended before it could be preempted"
+    assert signal_task is None or (sent is not None and sent < epochs), "the run ended before it could be preempted"
     logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
     return sweep, logs
 
@@ -297,18 +297,28 @@ def test_a_preempted_submitit_job_is_requeued_and_goes_on_from_its_checkpoint(tm
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the tasks through /proc")
 def test_a_signal_to_one_process_stops_every_process_after_the_same_epoch(tmp_path):
     """A job of 2 tasks training together (jax.distributed): SIGUSR2 reaches task 1 alone, yet both
-    stop after the same epoch (they agree each epoch), task 0 has submitit requeue the job, and the
-    job requeued trains the run again from its first epoch (several processes cannot restore one
-    checkpoint yet) to the end."""
+    stop after the same epoch (they agree each epoch), task 0 has submitit requeue the job, and both
+    tasks of the job requeued go on from the checkpoint that process 0 wrote (process 0 reads it for
+    both) to the numbers of a job never stopped."""
     env = {**_plain_env(), "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
            "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     sweep, logs = _preempt(tmp_path, env, tasks=2, signal_task=1, epochs=100)
     assert "Requeued job" in logs
     stopped = [line for line in logs.splitlines() if line.startswith("preempted: preempted (SIGUSR2) after epoch")]
-    epochs = {line.split(" after epoch ")[1].split(";")[0] for line in stopped}
+    epochs = {line.split(" after epoch ")[1].split(" of ")[0] for line in stopped}
     assert len(stopped) == 2 and len(epochs) == 1, logs[-3000:]         # both tasks, after the same epoch
+    went_on = [line for line in logs.splitlines() if line.startswith("preempted: going on from the checkpoint of epoch")]
+    assert len(went_on) == 2 and {line.rsplit(" ", 1)[1] for line in went_on} == epochs, logs[-3000:]
     run = sweep / "0"
-    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
-    assert [row["epoch"] for row in _history(run)] == list(range(1, 101))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed"
     lines = [json.loads(x) for x in (sweep / "sweep.jsonl").read_text().splitlines()]
     assert len(lines) == 1 and lines[0]["status"] == "completed"
+    whole, _ = _preempt(tmp_path, env, tasks=2, signal_task=None, epochs=100, sweep="whole")
+
+    def numbers(run_dir):
+        return [{k: v for k, v in row.items() if k != "time"} for row in _history(run_dir)]
+
+    assert [row["epoch"] for row in numbers(run)] == list(range(1, 101))
+    assert numbers(run) == numbers(whole / "0")
+    assert summary["metrics"] == json.loads((whole / "0" / "summary.json").read_text())["metrics"]

@@ -145,6 +145,28 @@ def process_max(*values: int) -> list[int]:
     return [int(v) for v in np.asarray(gathered).reshape(-1, len(values)).max(axis=0)]
 
 
+def from_first(value, arrays: bool = False):
+    """Process 0's `value`, in every process of a run of several (a collective: every process calls
+    it at the same point); in a run of one process, `value` itself. Plain JSON values by default
+    (None, numbers, strings, lists, dicts: sent as text); with `arrays`, a pytree of arrays whose
+    shapes and dtypes every process gives alike (the others' values are ignored), which comes back
+    as NumPy arrays."""
+    if process_count() == 1:
+        return value
+    import json
+
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    if arrays:
+        return multihost_utils.broadcast_one_to_all(value)
+    text = np.frombuffer(json.dumps(value).encode(), np.uint8) if is_primary() else np.zeros(0, np.uint8)
+    size = int(multihost_utils.broadcast_one_to_all(np.asarray(text.size, np.int64)))
+    padded = np.zeros(size, np.uint8)
+    padded[:text.size] = text
+    return json.loads(bytes(multihost_utils.broadcast_one_to_all(padded)).decode())
+
+
 # --- global arrays at the boundary of the programs that use the mesh -----------------------------
 
 def to_global(tree, mesh):

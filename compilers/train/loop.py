@@ -499,9 +499,13 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
     if resume:
         if vm:
             raise ValueError("resume trains one model")
-        latest = ckpts[0].latest()
+        # In a run of several processes process 0 alone reads the checkpoint (the others have none)
+        # and every process takes its values from it (`from_first`); in one process it is as it is.
+        from compilers.train.distributed import from_first, is_primary
+
+        latest = from_first(ckpts[0].latest())
         if latest is not None:
-            meta = ckpts[0].restore_meta(latest)
+            meta = from_first(ckpts[0].restore_meta(latest) if is_primary() else None)
             k, parts = len(meta["tracker"]["history"]), meta["parts"]
             target = {"state": state_tree(state)}
             if "best" in parts:
@@ -511,7 +515,7 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
                 target["probes"] = {key: value for key, value in (
                     ("grad_norms", np.zeros((k, L), np.float32)), ("hists", jnp.zeros((k, L, B), jnp.float32)),
                     ("edges", edges)) if key in meta.get("probe_parts", ())}
-            tree = ckpts[0].restore_tree(latest, target)
+            tree = from_first(ckpts[0].restore_tree(latest, target) if is_primary() else target, arrays=True)
             state = state_from_tree(tree["state"], state)
             probes = tree.get("probes", {})
             trackers[0].from_meta(meta["tracker"], probes.get("grad_norms", np.zeros((k, 0), np.float32)))
@@ -521,6 +525,7 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
                 edges = probes["edges"]
                 hists = [probes["hists"][j] for j in range(k)]
             start = k + 1
+            print(f"{plan0.spec.name}: going on from the checkpoint of epoch {latest}", file=sys.stderr, flush=True)
             if trackers[0].done:
                 finals[0] = state
     try:
