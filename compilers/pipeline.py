@@ -107,9 +107,9 @@ def run_group(specs: list[Spec], run_dirs: list[Path], cwd: Path, *, progress: b
     # A job requeued after its cluster preempted it finds the run it stopped in its directory: one
     # model goes on from its checkpoint (the directory read here by every process of a run of
     # several, before any of them writes; process 0 reads the checkpoint for all)
-    requeued = not resume and len(specs) == 1 and requeued_run(run_dirs[0])
+    resume = resume or (len(specs) == 1 and requeued_run(run_dirs[0]))
     for i, d in enumerate(run_dirs):
-        if (d / "metrics.jsonl").exists() and not resume and not requeued:
+        if (d / "metrics.jsonl").exists() and not resume:
             results[i] = SpecError("hydra.run.dir", f"{d} already holds a run; give another directory")
     t = time.perf_counter()
     times: list[dict] = [{"startup_s": round(t - t_start, 4)} for _ in specs]   # Python, imports, Hydra
@@ -118,7 +118,6 @@ def run_group(specs: list[Spec], run_dirs: list[Path], cwd: Path, *, progress: b
     from compilers.train.distributed import is_primary
 
     primary = is_primary()
-    resume = resume or requeued
     if not primary:   # several processes train together; only process 0 writes the run directories
         import tempfile
 
@@ -349,14 +348,13 @@ def draw_charts(record, items, run_dir: Path, images: str, *, validate: bool, re
 def _result_of(summary: dict, spec: Spec, run_dir: Path):
     if summary["status"] == "failed":  # the charts of the history so far are written first
         return RunFailed(f"{spec.name}: {summary['reason']}; report: {run_dir / 'report.html'}")
-    if summary["status"] == "interrupted" and summary.get("preempted"):
+    if summary["status"] == "interrupted":   # preempted: the job, requeued, goes on by itself
         import signal
 
-        return RunInterrupted(f"{spec.name}: {summary['reason']}; report: {run_dir / 'report.html'}",
-                              preempted=getattr(signal, summary["preempted"], None))
-    if summary["status"] == "interrupted":
+        preempted = getattr(signal, summary["preempted"], None) if summary.get("preempted") else None
         return RunInterrupted(f"{spec.name}: {summary['reason']}; report: {run_dir / 'report.html'}"
-                              f"; go on with: python -m dsl resume {run_dir}")
+                              + ("" if preempted else f"; go on with: python -m dsl resume {run_dir}"),
+                              preempted=preempted)
     return summary
 
 

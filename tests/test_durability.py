@@ -228,11 +228,11 @@ def test_a_preemption_signal_stops_training_after_the_epoch_and_the_requeued_job
     job run again in the same directory goes on from the checkpoint to the numbers of a run never
     stopped."""
     from compilers.pipeline import requeued_run, run_spec
-    from compilers.runs.preemption import Watch, came
+    from compilers.runs.preemption import Watch, came, hand_on
     from dsl.errors import RunInterrupted
 
     run = tmp_path / "job"
-    with Watch() as watch:
+    with Watch():
         signal.raise_signal(signal.SIGUSR2)
         assert came() == signal.SIGUSR2 and submitit_job.calls == []    # set aside while the run goes
         with pytest.raises(RunInterrupted) as stopped:
@@ -242,7 +242,7 @@ def test_a_preemption_signal_stops_training_after_the_epoch_and_the_requeued_job
     assert summary["status"] == "interrupted" and summary["preempted"] == "SIGUSR2"
     assert summary["reason"].startswith("preempted (SIGUSR2) after epoch 1 of 12; a checkpoint")
     assert len(_numbers(run)) == 1 and (run / "report.html").exists() and (run / "checkpoints" / "1").is_dir()
-    watch.hand_on(stopped.value.preempted)
+    hand_on(stopped.value.preempted)
     assert submitit_job.calls == [signal.SIGUSR2]         # submitit's own handler: it requeues the job
     assert requeued_run(run)
 

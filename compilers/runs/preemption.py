@@ -6,7 +6,7 @@ out; submitit's handler then requeues the job and exits at once, wherever the ru
 
 While a job's run goes (`Watch`, entered by the command around it), that handler is set aside: the
 signal is noted (`came`), and the training loop (compilers.train.loop) stops after the epoch in
-hand, writes a checkpoint and the report, and marks the run preempted. Then `Watch.hand_on` gives
+hand, writes a checkpoint and the report, and marks the run preempted. Then `hand_on` gives
 the signal to submitit's handler, which requeues the job; the requeued job finds the run in its
 directory and goes on from the checkpoint (compilers.pipeline.requeued_run). A signal that comes
 once training is over lets the run finish: the job ends done, not requeued.
@@ -30,8 +30,6 @@ def came() -> int | None:
 def job_signal() -> signal.Signals | None:
     """submitit's preemption signal when this process runs a submitit job (submitit's handler for
     it is set: submitit sets it before it calls the job), else None."""
-    if "submitit" not in sys.modules:
-        return None
     sig = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
     if not isinstance(sig, signal.Signals):
         return None
@@ -40,8 +38,8 @@ def job_signal() -> signal.Signals | None:
 
 
 class Watch:
-    """`with Watch() as watch:` around a job's run; `watch.hand_on(signum)` after it, when the run stopped
-    for the signal. Outside a submitit job (or off the main thread) it changes nothing."""
+    """`with Watch():` around a job's run (`hand_on` after it, when the run stopped for the signal).
+    Outside a submitit job (or off the main thread) it changes nothing."""
 
     def __init__(self):
         self._signal: signal.Signals | None = None
@@ -71,8 +69,9 @@ class Watch:
             self._signal = None
         return False
 
-    def hand_on(self, signum: int) -> None:
-        """Gives the signal that stopped the run (here, or in another process of the run) to
-        submitit's handler (set back by now), which requeues the job and exits; in a task other than
-        the job's first it only logs the signal and returns."""
-        signal.raise_signal(signum)
+
+def hand_on(signum: int) -> None:
+    """After `Watch`: gives the signal that stopped the run (here, or in another process of the run)
+    to submitit's handler, set back by then, which requeues the job and exits; in a task other than
+    the job's first it only logs the signal and returns."""
+    signal.raise_signal(signum)

@@ -390,9 +390,9 @@ def _hydra_run(spec_path, smap, flags, overrides, cwd: Path, t_start: float, wor
                 raise SystemExit(code)
             return None
         # a sweep's job (a single run returned above): its line in the sweep's table, its objective
-        from compilers.runs.preemption import Watch
+        from compilers.runs.preemption import Watch, hand_on
 
-        with Watch() as watch:   # a submitit job's preemption signal (see compilers.runs.preemption)
+        with Watch():   # a submitit job's preemption signal (see compilers.runs.preemption)
             try:
                 spec = to_spec(cfg, smap, spec_path, job_overrides)
                 summary = run_spec(spec, run_dir, cwd, t_start=started, sweep_job=True)
@@ -408,7 +408,7 @@ def _hydra_run(spec_path, smap, flags, overrides, cwd: Path, t_start: float, wor
                     raise SystemExit(130)
                 summary, preempted = None, e.preempted
         if summary is None:   # preempted: submitit requeues the job, whose run writes the job's line
-            watch.hand_on(preempted)
+            hand_on(preempted)
             return None
         _sweep_line(hc.sweep.dir, hc.job.num, job_overrides, run_dir, summary, None)
         return objective_value(spec, summary)  # what sweepers such as optuna optimise
