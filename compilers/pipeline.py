@@ -118,6 +118,7 @@ def run_group(specs: list[Spec], run_dirs: list[Path], cwd: Path, *, progress: b
     from compilers.train.distributed import is_primary
 
     primary = is_primary()
+    named = list(run_dirs)   # what messages name: process 0's directories, in every process
     if not primary:   # several processes train together; only process 0 writes the run directories
         import tempfile
 
@@ -128,7 +129,7 @@ def run_group(specs: list[Spec], run_dirs: list[Path], cwd: Path, *, progress: b
         renderer = None
     try:
         return _run_group(specs, run_dirs, cwd, results, times, t, t_start=t_start, progress=progress,
-                          sweep_job=sweep_job, resume=resume, primary=primary, renderer=renderer)
+                          sweep_job=sweep_job, resume=resume, primary=primary, renderer=renderer, named=named)
     finally:
         if renderer is not None:
             renderer.close()
@@ -207,7 +208,7 @@ def _start_renderer(specs, results, sweep_job: bool):
 
 
 def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sweep_job, resume, primary,
-               renderer=None):
+               named, renderer=None):
     from compilers.runs.log import RunLog
     from compilers.train import stored
     from compilers.train.loop import train_group
@@ -303,7 +304,7 @@ def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sw
                           "programs": dict(stored.COUNTS)}
         if not primary:   # process 0 writes the record, charts and report
             tm["total_s"] = round(time.perf_counter() - t_start, 4)
-            results[i] = _result_of(record.summary, spec, run_dir)
+            results[i] = _result_of(record.summary, spec, named[i])
             continue
         write_checkpoint = later[0] if later else None
         try:

@@ -122,6 +122,38 @@ def test_two_processes_of_two_devices_train_like_one_process_of_four(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["one", "p1", "several", "tmp1"]
 
 
+def test_a_run_that_fails_in_two_processes_names_the_run_directory_in_each(tmp_path):
+    """A run that diverges fails in every process. Process 1 trained into a scratch directory that it
+    removed; its message names its own run directory (under srun, every task's is process 0's)."""
+    rows = "\n".join(f"{i / 100},{i * 1e25}" for i in range(100))   # the squared error overflows float32
+    (tmp_path / "huge.csv").write_text("x,y\n" + rows + "\n")
+    (tmp_path / "huge.yaml").write_text("name: huge\ndata: {source: huge.csv, target: y}\n"
+                                        "model: {layers: [{dense: 4}]}\ntrain: {epochs: 2, devices: 4}\n"
+                                        "plots: []\nreport: {images: none}\n")
+    base = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "DSL_COMPILATION_CACHE": "0",
+            "JAX_DISABLE_MOST_OPTIMIZATIONS": "1", "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+            "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{_free_port()}", "JAX_NUM_PROCESSES": "2"}
+    for k in [k for k in base if k.startswith(("SLURM_", "OMPI_", "DSL_DISTRIBUTED"))]:
+        del base[k]
+    procs = [subprocess.Popen([sys.executable, "-m", "dsl", "run", "conf=huge.yaml", f"hydra.run.dir=run{i}"],
+                              cwd=tmp_path, env={**base, "JAX_PROCESS_ID": str(i)}, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in (0, 1)]
+    try:
+        errs = [p.communicate(timeout=240)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for i, (p, err) in enumerate(zip(procs, errs)):
+        assert p.returncode == 1, (i, err[-3000:])
+        (line,) = [l for l in err.splitlines() if "training loss became" in l]
+        assert line.startswith("huge: the training loss became nan at epoch 1"), line
+        assert line.endswith(f"report: {tmp_path / f'run{i}' / 'report.html'}"), line
+        assert "Traceback" not in err
+    assert json.loads((tmp_path / "run0" / "summary.json").read_text())["status"] == "failed"
+    assert os.listdir(tmp_path / "run1") == [".hydra"]
+
+
 # --- the cluster example: Hydra's submitit launcher ----------------------------------------------
 
 CLUSTER = ROOT / "examples" / "cluster_submitit.yaml"
