@@ -257,10 +257,12 @@ def _task_pids(sweep) -> list[int]:
     return [found[k] for k in sorted(found)]
 
 
-def _preempt(tmp_path, env, *, tasks: int, signal_task: int | None, epochs: int, sweep: str = "sweep"):
+def _preempt(tmp_path, env, *, tasks: int, signal_task: int | None, epochs: int, sweep: str = "sweep",
+             attempts: int = 1):
     """A one-job sweep through submitit's local executor whose task `signal_task` gets SIGUSR2 (as
-    SLURM sends it before the time limit) once 3 epochs are written (None: never); -> (the sweep
-    directory, the submitit logs' text)."""
+    SLURM sends it before the time limit) once 3 epochs are written (None: never), in each of its
+    first `attempts` attempts (the job requeued is new processes); -> (the sweep directory, the
+    submitit logs' text)."""
     import signal
     import time
 
@@ -270,21 +272,29 @@ def _preempt(tmp_path, env, *, tasks: int, signal_task: int | None, epochs: int,
     command = subprocess.Popen([sys.executable, "-m", "dsl", "run", "-m", "conf=preempted.yaml",
                                 f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    metrics, sent, start = sweep / "0" / "metrics.jsonl", None, time.monotonic()
+    metrics, sent, start = sweep / "0" / "metrics.jsonl", [], time.monotonic()
+    seen: dict = {}     # each attempt's tasks -> the epochs written when they were first seen
+
+    def written() -> int:
+        return len(metrics.read_text().splitlines()) if metrics.exists() else 0
+
     try:
         while command.poll() is None and time.monotonic() - start < 240:
-            if signal_task is not None and sent is None and metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
-                pids = _task_pids(sweep)
-                if len(pids) == tasks:
+            if signal_task is not None and len(sent) < attempts:
+                pids = tuple(_task_pids(sweep))
+                if len(pids) == tasks and pids not in seen:
+                    seen[pids] = written()
+                elif len(pids) == tasks and seen[pids] is not None and written() >= seen[pids] + 3:
                     os.kill(pids[signal_task], signal.SIGUSR2)
-                    sent = len(metrics.read_text().splitlines())
+                    sent.append(written())
+                    seen[pids] = None
             time.sleep(0.01)
     finally:
         if command.poll() is None:
             command.kill()
     out = command.communicate()[0]
     assert command.returncode == 0, out[-3000:]
-    assert signal_task is None or (sent is not None and sent < epochs), "the run ended before it could be preempted"
+    assert signal_task is None or (len(sent) == attempts and sent[-1] < epochs), "the run ended before it could be preempted"
     logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
     return sweep, logs
 
@@ -306,7 +316,7 @@ def test_a_preempted_submitit_job_is_requeued_and_goes_on_from_its_checkpoint(tm
     assert "SIGUSR2: the job is preempted or its time is running out; training stops after the epoch in hand" in logs
     assert "Requeued job" in logs
     stopped = [line for line in logs.splitlines() if line.startswith("preempted: preempted (SIGUSR2) after epoch")]
-    assert len(stopped) == 1 and "goes on from it" in stopped[0], logs[-3000:]
+    assert len(stopped) == 1 and "the job goes on when it is requeued" in stopped[0], logs[-3000:]
     run = sweep / "0"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and "preempted" not in summary
@@ -324,6 +334,33 @@ def test_a_preempted_submitit_job_is_requeued_and_goes_on_from_its_checkpoint(tm
     assert [row["epoch"] for row in history] == list(range(1, 151))
     assert history == numbers(tmp_path / "whole")
     assert summary["metrics"] == json.loads((tmp_path / "whole" / "summary.json").read_text())["metrics"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the task through /proc")
+def test_a_job_whose_requeues_ran_out_writes_its_line_and_leaves_a_run_to_resume(tmp_path):
+    """submitit requeues a timed-out job max_num_timeout times (3 for its local executor; with a
+    time limit of 4 minutes every signal counts as the time running out); at the 4th signal it does
+    not. That job ends with its line in the sweep's table, not with submitit's error and a
+    traceback, and its run goes on by hand from the last checkpoint."""
+    env = _plain_env()
+    sweep, logs = _preempt(tmp_path, env, tasks=1, signal_task=0, epochs=150, attempts=4)
+    requeued = [x for x in logs.splitlines() if x.startswith("INFO:submitit:Requeued job")]   # (logged twice)
+    assert len(requeued) == 3 and "Job not requeued because: timed-out too many times" in logs
+    run = sweep / "0"
+    (line,) = [json.loads(x) for x in (sweep / "sweep.jsonl").read_text().splitlines()]
+    assert line["status"] == "failed"
+    assert line["error"] == (f"preempted: the job was not requeued (timed-out too many times); "
+                             f"go on with: python -m dsl resume {run}")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["preempted"] == "SIGUSR2"
+    stopped_at = summary["epochs_run"]
+    assert 12 <= stopped_at < 150 and len(_history(run)) == stopped_at
+    done = subprocess.run([sys.executable, "-m", "dsl", "resume", str(run)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"going on from the checkpoint of epoch {stopped_at}" in done.stdout + done.stderr
+    assert [row["epoch"] for row in _history(run)] == list(range(1, 151))
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the tasks through /proc")

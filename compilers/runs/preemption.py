@@ -70,8 +70,16 @@ class Watch:
         return False
 
 
-def hand_on(signum: int) -> None:
+def hand_on(signum: int) -> str | None:
     """After `Watch`: gives the signal that stopped the run (here, or in another process of the run)
     to submitit's handler, set back by then, which requeues the job and exits; in a task other than
-    the job's first it only logs the signal and returns."""
-    signal.raise_signal(signum)
+    the job's first it only logs the signal and returns None. When submitit does not requeue the job
+    (its requeues ran out: the launcher's max_num_timeout), returns submitit's reason; the job ends."""
+    try:
+        signal.raise_signal(signum)
+    except Exception as e:
+        if type(e).__name__ != "UncompletedJobError" or not type(e).__module__.startswith("submitit"):
+            raise
+        reason = str(e).split("because:", 1)[-1].strip().rstrip(".")
+        return reason or "submitit did not requeue it"
+    return None

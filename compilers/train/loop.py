@@ -700,7 +700,7 @@ def _finish(plan, data, programs, final_params, final_ms, tr: Tracker, hist_coun
         name = signal.Signals(tr.preempted).name
         record.summary.update(status="interrupted", preempted=name,
                               reason=f"preempted ({name}) after epoch {len(history)} of {tp.epochs}; a checkpoint "
-                                     f"of that epoch was written, and the job, requeued, goes on from it")
+                                     f"of that epoch was written, from which the job goes on when it is requeued")
     elif tr.interrupted:
         record.summary.update(status="interrupted",
                               reason=f"interrupted (Ctrl-C) after epoch {len(history)} of {tp.epochs}; "

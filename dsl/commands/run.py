@@ -408,7 +408,12 @@ def _hydra_run(spec_path, smap, flags, overrides, cwd: Path, t_start: float, wor
                     raise SystemExit(130)
                 summary, preempted = None, e.preempted
         if summary is None:   # preempted: submitit requeues the job, whose run writes the job's line
-            hand_on(preempted)
+            not_requeued = hand_on(preempted)
+            if not_requeued:   # its requeues ran out: the job ends here, its run resumable by hand
+                error = (f"{spec.name}: the job was not requeued ({not_requeued}); go on with: "
+                         f"python -m dsl resume {run_dir}")
+                print(error, file=sys.stderr)
+                _sweep_line(hc.sweep.dir, hc.job.num, job_overrides, run_dir, None, error)
             return None
         _sweep_line(hc.sweep.dir, hc.job.num, job_overrides, run_dir, summary, None)
         return objective_value(spec, summary)  # what sweepers such as optuna optimise
