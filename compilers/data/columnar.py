@@ -123,58 +123,82 @@ def _utf8(full: Path) -> bool:
 
 
 class _Reader:
-    """Batches of the used columns, and the file's column names, of a CSV or Parquet source."""
+    """Batches of the used columns, and the column names, of a CSV or Parquet source: one file, or
+    the files a glob pattern matches, read one after another."""
 
     def __init__(self, spec, cwd: Path):
-        from compilers.data.sources import SourceContext, resolve
+        from compilers.data.sources import SourceContext, described, resolve_files
 
         source = spec.data.source
         self.kind, self.options = source.kind, source.options
-        self.full = resolve(self.options.path, SourceContext(cwd=Path(cwd), seed=spec.seed))
-        self.description = self.options.path
+        self.files = [full for full, _ in resolve_files(self.options.path, SourceContext(cwd=Path(cwd), seed=spec.seed))]
+        self.description = described(self.options.path, self.files)
 
     def schema(self):
+        """The first file's schema; _Fallback unless every file has its columns, each of the same
+        kind (numbers, booleans, text) in every file (the frame path unifies or names the file)."""
         import pyarrow as pa
 
         try:
-            if self.kind == "csv":
-                import pyarrow.csv as pacsv
-
-                if self.full.stat().st_size <= 64 * 2**20 and not _utf8(self.full):
-                    raise _Fallback     # the frame path names the line
-
-                with pacsv.open_csv(self.full, read_options=pacsv.ReadOptions(block_size=1 << 20),
-                                    parse_options=pacsv.ParseOptions(delimiter=self.options.sep),
-                                    convert_options=pacsv.ConvertOptions(strings_can_be_null=True)) as reader:
-                    return reader.schema
-            import pyarrow.parquet as pq
-
-            return pq.ParquetFile(self.full).schema_arrow
+            schemas = [self._schema(full) for full in self.files]
         except (pa.ArrowException, OSError, ValueError):
             raise _Fallback from None
+        first = schemas[0]
+        for other in schemas[1:]:
+            if [str(n) for n in other.names] != [str(n) for n in first.names] or \
+                    [_kind(t) for t in other.types] != [_kind(t) for t in first.types]:
+                raise _Fallback
+        return first
 
-    def batches(self, columns: list[str], schema):
-        """Record batches of `columns` (in that order). Numeric feature columns read as float64
-        (an integer column with a decimal further down is not an error, as in the frame path)."""
-        import pyarrow as pa
-
+    def _schema(self, full: Path):
         if self.kind == "csv":
             import pyarrow.csv as pacsv
 
-            types = {c: pa.float64() for c in columns[:-1]
-                     if not pa.types.is_boolean(schema.field(c).type) and not _text_type(schema.field(c).type)}
-            reader = pacsv.open_csv(
-                self.full, read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=True),
-                parse_options=pacsv.ParseOptions(delimiter=self.options.sep),
-                convert_options=pacsv.ConvertOptions(strings_can_be_null=True, include_columns=columns,
-                                                     column_types=types))
-            with reader:
-                yield from reader
-        else:
-            from compilers.data.sources import parquet_batches
+            if full.stat().st_size <= 64 * 2**20 and not _utf8(full):
+                raise _Fallback     # the frame path names the line
+            with pacsv.open_csv(full, read_options=pacsv.ReadOptions(block_size=1 << 20),
+                                parse_options=pacsv.ParseOptions(delimiter=self.options.sep),
+                                convert_options=pacsv.ConvertOptions(strings_can_be_null=True)) as reader:
+                return reader.schema
+        import pyarrow.parquet as pq
 
-            rows = min(1 << 16, max(1024, PARQUET_BATCH_BYTES // (8 * len(columns))))
-            yield from parquet_batches(self.full, rows, columns)[1]
+        return pq.ParquetFile(full).schema_arrow
+
+    def batches(self, columns: list[str], schema):
+        """Record batches of `columns` (in that order), file after file. Numeric feature columns read
+        as float64 (an integer column with a decimal further down is not an error, as in the frame
+        path)."""
+        import pyarrow as pa
+
+        for full in self.files:
+            if self.kind == "csv":
+                import pyarrow.csv as pacsv
+
+                types = {c: pa.float64() for c in columns[:-1]
+                         if not pa.types.is_boolean(schema.field(c).type) and not _text_type(schema.field(c).type)}
+                reader = pacsv.open_csv(
+                    full, read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=True),
+                    parse_options=pacsv.ParseOptions(delimiter=self.options.sep),
+                    convert_options=pacsv.ConvertOptions(strings_can_be_null=True, include_columns=columns,
+                                                         column_types=types))
+                with reader:
+                    yield from reader
+            else:
+                from compilers.data.sources import parquet_batches
+
+                rows = min(1 << 16, max(1024, PARQUET_BATCH_BYTES // (8 * len(columns))))
+                yield from parquet_batches(full, rows, columns)[1]
+
+
+def _kind(t) -> str:
+    """A column type's kind, as this path treats it."""
+    import pyarrow as pa
+
+    if pa.types.is_boolean(t):
+        return "boolean"
+    if _numeric_type(t):
+        return "null" if pa.types.is_null(t) else "number"
+    return "text" if _text_type(t) else str(t)
 
 
 def _codes_of(column, lookup: dict) -> np.ndarray:

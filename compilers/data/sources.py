@@ -330,7 +330,8 @@ def regression(options: RegressionOptions, ctx: SourceContext) -> Table:
 class CsvOptions:
     """A CSV file with a header row."""
 
-    path: str = opt(doc="path of the file; relative paths start at the directory the command ran in")
+    path: str = opt(doc="path of the file, or a glob pattern of files with the same columns (parts/*.csv); "
+                        "relative paths start at the directory the command ran in")
     sep: str = opt(",", "field separator, e.g. ';' or '\\t'")
 
     def __post_init__(self):
@@ -342,7 +343,8 @@ class CsvOptions:
 class ParquetOptions:
     """A Parquet file."""
 
-    path: str = opt(doc="path of the file; relative paths start at the directory the command ran in")
+    path: str = opt(doc="path of the file, or a glob pattern of files with the same columns (parts/*.parquet); "
+                        "relative paths start at the directory the command ran in")
 
 
 def resolve(path: str, ctx: SourceContext) -> Path:
@@ -357,6 +359,77 @@ def resolve(path: str, ctx: SourceContext) -> Path:
     if full.stat().st_size == 0:
         raise DataError(PATH, f"empty file: {path}")
     return full
+
+
+def is_pattern(path: str) -> bool:
+    """Whether a `path` option is a glob pattern (`*`, `?` or `[...]`) naming several files."""
+    import glob
+
+    return glob.has_magic(path)
+
+
+def _natural_key(name: str):
+    import re
+
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
+
+
+def resolve_files(path: str, ctx: SourceContext) -> list[tuple[Path, str]]:
+    """The files a `path` option names, each with the name messages give it: the file itself, or
+    every file a glob pattern matches (`shards/part-*.csv`; `**` spans folders; names that start with a
+    dot are left out), in natural order ("part-2" before "part-10"). DataError when none matches, or
+    one is empty."""
+    import glob
+    import os
+
+    if not is_pattern(path):
+        return [(resolve(path, ctx), path)]
+    given = Path(path).expanduser()
+    pattern = given if given.is_absolute() else Path(ctx.cwd) / given
+    found = [Path(p) for p in glob.glob(str(pattern), recursive=True) if os.path.isfile(p)]
+    if not found:
+        where = "" if given.is_absolute() else f" (relative to {ctx.cwd})"
+        raise DataError(PATH, f"no file matches {path}{where}")
+    named = [(p, str(p) if given.is_absolute() else os.path.relpath(p, ctx.cwd)) for p in found]
+    named.sort(key=lambda f: _natural_key(f[1]))
+    for full, shown in named:
+        if full.stat().st_size == 0:
+            raise DataError(PATH, f"empty file: {shown}")
+    return named
+
+
+def described(path: str, files: list) -> str:
+    """How a run describes a file source: its path, and how many files a pattern matched."""
+    return f"{path} ({len(files)} files)" if is_pattern(path) else path
+
+
+def _same_columns(names: list[str], first: list[str], shown: str, first_shown: str) -> None:
+    """DataError unless a file of a pattern has the first file's columns, in its order."""
+    if names == first:
+        return
+    missing = [c for c in first if c not in names]
+    extra = [c for c in names if c not in first]
+    if missing or extra:
+        what = "; ".join(x for x in (f"no {', '.join(repr(c) for c in missing)}" if missing else "",
+                                     f"also {', '.join(repr(c) for c in extra)}" if extra else "") if x)
+    else:
+        what = "the same columns in another order"
+    raise DataError(PATH, f"{shown}: its columns differ from those of {first_shown} ({what}); the files of "
+                          f"a pattern must have the same columns")
+
+
+def _concat(tables: list, path: str):
+    """One Arrow table of the files' tables (no copy), a column's types unified across the files
+    (integers and decimals: decimals; empty in one file: the others' type)."""
+    import pyarrow as pa
+
+    if len(tables) == 1:
+        return tables[0]
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise DataError(PATH, f"{path}: the files' columns do not have one type each: "
+                              f"{str(e).splitlines()[0]}") from None
 
 
 def _first_bad_utf8(full: Path) -> int | None:
@@ -388,38 +461,43 @@ def _to_frame(table, path: str):
 
 @SOURCES.register("csv", CsvOptions, file=True)
 def csv(options: CsvOptions, ctx: SourceContext) -> Table:
-    """A CSV file with a header row (`data.source: path/to/file.csv`), read with pyarrow."""
+    """A CSV file with a header row (`data.source: path/to/file.csv`), or several (`parts/*.csv`),
+    read with pyarrow."""
     import pyarrow.csv as pacsv
 
-    _, table = _csv_open(options, ctx, pacsv.read_csv)
+    files = resolve_files(options.path, ctx)
+    tables = []
+    for full, shown in files:
+        tables.append(_csv_open(full, shown, options, pacsv.read_csv))
+        if len(tables) > 1:
+            _same_columns(tables[-1].column_names, tables[0].column_names, shown, files[0][1])
+    table = _concat(tables, options.path)
+    del tables
     arrow_give_back()
-    frame = _to_frame(table, options.path)
+    frame = _to_frame(table, options.path if len(files) > 1 else files[0][1])
     del table
     arrow_give_back()
-    return Table(frame, description=options.path)
+    return Table(frame, description=described(options.path, files))
 
 
-
-
-def _csv_open(options: CsvOptions, ctx: SourceContext, how):
-    """(the file's path, `how(path, ...)`: pyarrow's read_csv (a table) or open_csv (a stream of
-    batches)), with the file's checks and errors."""
+def _csv_open(full: Path, shown: str, options: CsvOptions, how):
+    """`how(full, ...)`: pyarrow's read_csv (a table) or open_csv (a stream of batches), with the
+    file's checks and errors (naming it `shown`)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    full = resolve(options.path, ctx)
     bad = _first_bad_utf8(full) if full.stat().st_size <= 64 * 2**20 else None
     if bad is not None:
-        raise DataError(PATH, f"{options.path}: not valid UTF-8 text (line {bad}); save it as UTF-8")
+        raise DataError(PATH, f"{shown}: not valid UTF-8 text (line {bad}); save it as UTF-8")
     try:
         out = how(full, parse_options=pacsv.ParseOptions(delimiter=options.sep),
                   convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
     except pa.ArrowInvalid as e:
-        raise _csv_error(e, full, options) from None
+        raise _csv_error(e, full, shown, options) from None
     except OSError as e:
-        raise DataError(PATH, f"{options.path}: cannot read: {e}") from None
-    _check_utf8_columns(out.schema, options.path)
-    return full, out
+        raise DataError(PATH, f"{shown}: cannot read: {e}") from None
+    _check_utf8_columns(out.schema, shown)
+    return out
 
 
 def _check_utf8_columns(schema, path: str) -> None:
@@ -430,7 +508,7 @@ def _check_utf8_columns(schema, path: str) -> None:
             raise DataError(PATH, f"{path}: not valid UTF-8 text (column '{field.name}'); save it as UTF-8")
 
 
-def _csv_error(e, full: Path, options: CsvOptions) -> DataError:
+def _csv_error(e, full: Path, shown: str, options: CsvOptions) -> DataError:
     """The DataError for pyarrow's complaint about a CSV file: an empty file, the first ragged row
     (found by reading it again, single-threaded), or pyarrow's own first line."""
     import pyarrow as pa
@@ -438,7 +516,7 @@ def _csv_error(e, full: Path, options: CsvOptions) -> DataError:
 
     message = str(e)
     if "Empty CSV" in message:
-        return DataError(PATH, f"empty file: {options.path}")
+        return DataError(PATH, f"empty file: {shown}")
     rows = []
 
     def first_bad_row(row):
@@ -455,34 +533,41 @@ def _csv_error(e, full: Path, options: CsvOptions) -> DataError:
         row = rows[0]
         at = f" at line {row.number}" if row.number is not None else ""
         hint = "" if options.sep != "," else "; if fields are separated by something else, set data.options.sep"
-        return DataError(PATH, f"{options.path}: ragged rows{at}: expected {row.expected_columns} "
+        return DataError(PATH, f"{shown}: ragged rows{at}: expected {row.expected_columns} "
                                f"fields like the header, got {row.actual_columns}{hint}")
-    return DataError(PATH, f"{options.path}: cannot read as CSV: {message.splitlines()[0]}")
+    return DataError(PATH, f"{shown}: cannot read as CSV: {message.splitlines()[0]}")
 
 
 @SOURCES.register("parquet", ParquetOptions, file=True)
 def parquet(options: ParquetOptions, ctx: SourceContext) -> Table:
-    """A Parquet file (`data.source: path/to/file.parquet`), read with pyarrow."""
+    """A Parquet file (`data.source: path/to/file.parquet`), or several (`parts/*.parquet`), read
+    with pyarrow."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    full = resolve(options.path, ctx)
-    try:
-        table = pq.read_table(full)
-    except (pa.ArrowException, OSError) as e:
-        raise _parquet_error(e, options) from None
+    files = resolve_files(options.path, ctx)
+    tables = []
+    for full, shown in files:
+        try:
+            tables.append(pq.read_table(full))
+        except (pa.ArrowException, OSError) as e:
+            raise _parquet_error(e, shown) from None
+        if len(tables) > 1:
+            _same_columns(tables[-1].column_names, tables[0].column_names, shown, files[0][1])
+    table = _concat(tables, options.path)
+    del tables
     arrow_give_back()
-    frame = _to_frame(table, options.path)
+    frame = _to_frame(table, options.path if len(files) > 1 else files[0][1])
     del table
     arrow_give_back()
-    return Table(frame, description=options.path)
+    return Table(frame, description=described(options.path, files))
 
 
-def _parquet_error(e, options: ParquetOptions) -> DataError:
+def _parquet_error(e, shown: str) -> DataError:
     message = str(e).splitlines()[0] if str(e) else type(e).__name__
     if "magic bytes" in message or "footer" in message:
         message = "not a Parquet file (or a damaged one)"
-    return DataError(PATH, f"{options.path}: cannot read: {message}")
+    return DataError(PATH, f"{shown}: cannot read: {message}")
 
 
 PARQUET_BUFFER = 64 << 10   # bytes of a column chunk read at a time (not the whole chunk, nor the whole file)
@@ -502,44 +587,55 @@ def parquet_batches(full: Path, rows: int, columns: list[str] | None = None):
 
 def table_chunks(source, cwd: Path, seed: int, rows: int):
     """A CSV or Parquet source streamed (never held whole) as the pandas frames `csv`/`parquet`
-    would give, `rows` rows at a time (the last one fewer), with their checks and errors:
-    (description, iterator of (first row, frame)); None for any other kind of source. An error
-    further down the file comes when its chunk is read."""
+    would give, `rows` rows at a time (the last one of each file fewer), with their checks and
+    errors: (description, iterator of (first row, frame)); None for any other kind of source. An
+    error further down a file, or in a later file of a pattern, comes when its chunk is read."""
     import pyarrow as pa
 
     ctx = SourceContext(cwd=Path(cwd), seed=seed)
     options = source.options
-    if source.kind == "csv":
-        import pyarrow.csv as pacsv
-
-        full, reader = _csv_open(options, ctx, pacsv.open_csv)
-        errors = (pa.ArrowInvalid, lambda e: _csv_error(e, full, options))
-        schema, batches = reader.schema, reader
-    elif source.kind == "parquet":
-        errors = (pa.ArrowException, lambda e: _parquet_error(e, options))
-        try:
-            schema, batches = parquet_batches(resolve(options.path, ctx), rows)
-        except (pa.ArrowException, OSError) as e:
-            raise _parquet_error(e, options) from None
-    else:
+    if source.kind not in ("csv", "parquet"):
         return None
 
-    def frames():
-        pending, have, start = [], 0, 0
+    def opened(full: Path, shown: str):
+        """(schema, batches, (the errors pyarrow raises while reading, -> DataError)) of one file."""
+        if source.kind == "csv":
+            import pyarrow.csv as pacsv
+
+            reader = _csv_open(full, shown, options, pacsv.open_csv)
+            return reader.schema, reader, (pa.ArrowInvalid, lambda e: _csv_error(e, full, shown, options))
         try:
-            for batch in batches:
-                pending.append(batch)
-                have += batch.num_rows
-                while have >= rows:
-                    table = pa.Table.from_batches(pending, schema=schema)
-                    yield start, _to_frame(table.slice(0, rows), options.path)
-                    pending, have, start = table.slice(rows).to_batches(), have - rows, start + rows
-        except errors[0] as e:
-            raise errors[1](e) from None
-        except OSError as e:
-            raise DataError(PATH, f"{options.path}: cannot read: {e}") from None
+            schema, batches = parquet_batches(full, rows)
+        except (pa.ArrowException, OSError) as e:
+            raise _parquet_error(e, shown) from None
+        return schema, batches, (pa.ArrowException, lambda e: _parquet_error(e, shown))
+
+    files = resolve_files(options.path, ctx)
+    first = opened(*files[0])
+    name = options.path if len(files) > 1 else files[0][1]
+
+    def frames():
+        # one file's batches as tables, joined across files, so that the chunks are those of one file
+        pending, have, start = [], 0, 0
+        for k, (full, shown) in enumerate(files):
+            schema, batches, errors = first if k == 0 else opened(full, shown)
+            if k:
+                _same_columns([str(n) for n in schema.names], [str(n) for n in first[0].names], shown, files[0][1])
+            try:
+                for batch in batches:
+                    pending.append(pa.Table.from_batches([batch], schema=schema))
+                    have += batch.num_rows
+                    while have >= rows:
+                        table = _concat(pending, options.path)
+                        yield start, _to_frame(table.slice(0, rows), name)
+                        pending, have, start = [table.slice(rows)], have - rows, start + rows
+            except errors[0] as e:
+                raise errors[1](e) from None
+            except OSError as e:
+                raise DataError(PATH, f"{shown}: cannot read: {e}") from None
         if have or not start:      # (no rows at all: _to_frame says so)
-            yield start, _to_frame(pa.Table.from_batches(pending, schema=schema), options.path)
+            yield start, _to_frame(_concat(pending, options.path) if pending else
+                                   pa.Table.from_batches([], schema=first[0]), name)
     return options.path, frames()
 
 
