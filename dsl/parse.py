@@ -276,13 +276,17 @@ def _source(raw: dict) -> Item:
     folder = source.endswith(("/", "\\")) or Path(source).expanduser().is_dir()
     if folder or suffix in FILE_SUFFIXES:
         kind = FOLDER_SOURCE if folder else FILE_SUFFIXES[suffix]
+        if kind not in ("csv", "parquet") and any(c in source for c in "*?["):
+            raise _err("data.source", f"'{source}' is a pattern of {kind} files: a pattern of files may name "
+                       f".csv or .parquet files only (a table in several files)")
         entry = reg.SOURCES.get(kind)
         return Item(kind, parse_options(entry.options, {**options, "path": source}, "data.options",
                                         skip_none=every), "data.source")
     builtins = [e.name for e in reg.SOURCES if not e.meta.get("file")]
     if "/" in source or suffix:
-        raise _err("data.source", f"cannot read '{source}': expected a .csv, .parquet or .npz file, a folder "
-                   f"of images (one sub-folder per class), or a built-in data set ({', '.join(builtins)})")
+        raise _err("data.source", f"cannot read '{source}': expected a .csv, .parquet or .npz file (or a pattern "
+                   f"of .csv or .parquet files), a folder of images (one sub-folder per class), or a built-in "
+                   f"data set ({', '.join(builtins)})")
     raise _err("data.source", unknown("data source", source, builtins))
 
 

@@ -166,3 +166,15 @@ def test_a_pattern_with_no_file_is_a_one_line_error_with_status_2(tmp_path, cli,
     (line,) = [x for x in err.splitlines() if x.strip()]
     assert "data.source: no file matches parts/*.csv" in line
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_pattern_names_csv_or_parquet_files_only():
+    from dsl.errors import SpecError
+
+    with pytest.raises(SpecError, match=r"data.source: 'arrays/\*.npz' is a pattern of npz files: a pattern of "
+                                        r"files may name .csv or .parquet files only"):
+        _spec("arrays/*.npz")
+    with pytest.raises(SpecError, match=r"cannot read 'parts/\*': expected a .csv, .parquet or .npz file \(or a "
+                                        r"pattern of .csv or .parquet files\)"):
+        _spec("parts/*")
+    assert _spec("parts/*.PARQUET").data.source.kind == "parquet"
