@@ -159,7 +159,7 @@ def predict(run: Run, source: Item, cwd: Path, *, batch: int = 2048, out: Path |
         parts = iter([(x, frame, y_true)])
     total = 0
     writer = _Writer(out) if out is not None else None
-    kept, truths, preds = [], [], []
+    kept, score = [], _Score(run)
     net = forward = None
     try:
         for x, frame, y_true in parts:
@@ -172,14 +172,13 @@ def predict(run: Run, source: Item, cwd: Path, *, batch: int = 2048, out: Path |
                 size = min(batch, eval_batch_size(len(x)))
             total += len(x)
             frame, pred = _with_predictions(run, frame, _apply(forward, params, model_state, x, size),
-                                            binary_logit, warnings if not kept and not preds else None)
+                                            binary_logit, warnings if total == len(x) else None)
             if writer is not None:
                 writer.write(frame)
             else:
                 kept.append(frame)
-            preds.append(pred)
             if y_true is not None:
-                truths.append(y_true)
+                score.add(y_true, pred)
         if writer is not None:
             writer.close()
     except BaseException:
@@ -187,12 +186,8 @@ def predict(run: Run, source: Item, cwd: Path, *, batch: int = 2048, out: Path |
             writer.abandon()
         raise
     warnings[:0] = [_unseen_warning(c, n, new) for c, (n, new) in unseen.items()]
-    score: dict = {}
-    if truths:
-        y_true, pred = pd.concat(truths), np.concatenate(preds)
-        score = _accuracy(run, y_true, pred) if run.task == "classification" else _regression_score(run, y_true, pred)
     frame = pd.concat(kept).reset_index(drop=True) if kept else None
-    return Predictions(frame=frame, score=score, warnings=warnings, rows=total)
+    return Predictions(frame=frame, score=score.result(), warnings=warnings, rows=total)
 
 
 def _unseen_warning(c: str, n: int, new: set) -> str:
@@ -609,27 +604,49 @@ def _apply(forward, params, model_state, x: np.ndarray, size: int) -> np.ndarray
     return np.concatenate(outs)
 
 
-def _accuracy(run: Run, y_true, pred: np.ndarray) -> dict:
-    from compilers.data.prep import label_strings
+class _Score:
+    """The accuracy (classification), or R² and MAE (regression), over the rows with a known target,
+    added chunk by chunk: the target column is not kept (~57 MB a million string labels). Sums of
+    squares are combined across chunks as Chan et al. do (exactly the one-pass figures for one chunk)."""
 
-    labels = label_strings(y_true.reset_index(drop=True)).to_numpy(dtype=object)
-    index = {c: j for j, c in enumerate(run.classes)}
-    known = np.array([v in index for v in labels], dtype=bool)
-    if not known.any():
-        return {}
-    truth = np.array([index[v] for v in labels[known]])
-    return {"accuracy": float(np.mean(truth == pred[known])), "rows": int(known.sum()),
-            "target": str(y_true.name)}
+    def __init__(self, run: Run):
+        self.classify = run.task == "classification"
+        self.index = {c: j for j, c in enumerate(run.classes)} if self.classify else None
+        self.name, self.n, self.right = None, 0, 0
+        self.mean = self.m2 = self.sse = self.sae = 0.0
 
+    def add(self, y_true, pred: np.ndarray) -> None:
+        import pandas as pd
 
-def _regression_score(run: Run, y_true, pred: np.ndarray) -> dict:
-    import pandas as pd
+        from compilers.data.prep import label_strings
 
-    y = pd.to_numeric(y_true.reset_index(drop=True), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    ok = np.isfinite(y)
-    if not ok.any():
-        return {}
-    y, p = y[ok], pred[ok]
-    ss_tot = float(((y - y.mean()) ** 2).sum())
-    r2 = 1.0 - float(((y - p) ** 2).sum()) / ss_tot if ss_tot > 0 else float("nan")
-    return {"r2": r2, "mae": float(np.abs(y - p).mean()), "rows": int(ok.sum()), "target": str(y_true.name)}
+        self.name = str(y_true.name)
+        if self.classify:
+            labels = label_strings(y_true.reset_index(drop=True)).to_numpy(dtype=object)
+            known = np.array([v in self.index for v in labels], dtype=bool)
+            truth = np.array([self.index[v] for v in labels[known]], dtype=np.int64)
+            self.n += int(known.sum())
+            self.right += int((truth == pred[known]).sum())
+            return
+        y = pd.to_numeric(y_true.reset_index(drop=True), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        ok = np.isfinite(y)
+        y, p = y[ok], pred[ok]
+        k = len(y)
+        if not k:
+            return
+        mean = float(y.mean())
+        m2 = float(((y - mean) ** 2).sum())
+        delta, total = mean - self.mean, self.n + k
+        self.mean += delta * k / total
+        self.m2 += m2 + delta * delta * self.n * k / total
+        self.n = total
+        self.sse += float(((y - p) ** 2).sum())
+        self.sae += float(np.abs(y - p).sum())
+
+    def result(self) -> dict:
+        if not self.n:
+            return {}
+        if self.classify:
+            return {"accuracy": self.right / self.n, "rows": self.n, "target": self.name}
+        r2 = 1.0 - self.sse / self.m2 if self.m2 > 0 else float("nan")
+        return {"r2": r2, "mae": self.sae / self.n, "rows": self.n, "target": self.name}

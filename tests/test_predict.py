@@ -364,6 +364,41 @@ def test_regression_by_name_keeps_the_runs_options(cli, here, reg_run):
     assert code == 2 and "data.options.n_sample: unknown option 'n_sample' (did you mean 'n_samples'?)" in err
 
 
+def test_a_regression_score_added_chunk_by_chunk_is_the_score_of_every_row(here, reg_run, monkeypatch):
+    """predict does not keep the target column: R² and MAE are summed chunk by chunk (with rows
+    whose target is missing left out), and equal the figures over all the rows at once."""
+    import compilers.predict as predict_module
+    from compilers.predict import _Score, open_run, predict, source_of
+
+    run = open_run(reg_run)
+    rng = np.random.default_rng(5)
+    y, p = pd.Series(rng.normal(40, 9, 1000), name="y"), rng.normal(40, 12, 1000)
+    y[rng.choice(1000, 25, replace=False)] = np.nan
+    ok = np.isfinite(y.to_numpy())
+    want_r2 = 1 - ((y[ok] - p[ok]) ** 2).sum() / ((y[ok] - y[ok].mean()) ** 2).sum()
+    for cuts in ([1000], [1, 999], [7] * 142 + [6], [500, 0, 500]):
+        score, at = _Score(run), 0
+        for n in cuts:
+            score.add(y.iloc[at:at + n], p[at:at + n])
+            at += n
+        got = score.result()
+        assert got["rows"] == 975 and got["target"] == "y"
+        assert got["r2"] == pytest.approx(want_r2, rel=1e-12) and got["mae"] == pytest.approx(np.abs(y[ok] - p[ok]).mean(), rel=1e-12)
+    # through predict: a CSV of the run's kind of rows, at once and 7 rows at a time
+    code = predict(run, source_of(run, "regression", {}), here, out=here / "reg_rows.csv")
+    rows = pd.read_csv(here / "reg_rows.csv").drop(columns=["prediction"])
+    rows.loc[[3, 50, 51], "y"] = np.nan
+    rows.to_csv(here / "reg_rows_in.csv", index=False)
+    scores = []
+    for n in (1 << 16, 7):
+        monkeypatch.setattr(predict_module, "CHUNK_ROWS", n)
+        scores.append(predict(run, source_of(run, "reg_rows_in.csv", {}), here, out=here / f"reg_{n}.csv").score)
+    assert scores[0]["rows"] == scores[1]["rows"] == 117
+    assert scores[1]["r2"] == pytest.approx(scores[0]["r2"], rel=1e-12)
+    assert scores[1]["mae"] == pytest.approx(scores[0]["mae"], rel=1e-12)
+    assert code.rows == 120
+
+
 # --- arrays and images ------------------------------------------------------------------------------
 
 def _pictures(folder: Path, per_class: int = 12, size: int = 6, seed: int = 0) -> None:
