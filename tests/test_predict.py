@@ -399,6 +399,32 @@ def test_a_regression_score_added_chunk_by_chunk_is_the_score_of_every_row(here,
     assert code.rows == 120
 
 
+def test_the_csv_writer_reads_back_as_pandas_writes(tmp_path):
+    """Predictions are written by pyarrow's CSV writer, chunk by chunk (a chunk with a column of
+    mixed Python objects by pandas): read back, the same values as pandas' to_csv gives."""
+    from compilers.predict import _Writer
+
+    chunks = [pd.DataFrame({"a b": [0.1, 1e-7, np.nan], "s": ["x", 'he said "hi"', None], "t": [True, False, True],
+                            "i": [1, 2, 3], "p": np.array([0.36225224, 1 / 3, 2.5e-8], np.float32),
+                            "prediction": np.array(["yes", "no", "yes"], dtype=object)}),
+              pd.DataFrame({"a b": [2.0, 3.5, 4.0], "s": [None, None, None], "t": [False, False, True],
+                            "i": [4, 5, 6], "p": np.array([1.0, 0.5, 0.0], np.float32),
+                            "prediction": np.array(["no", "no", "a,b"], dtype=object)}),
+              pd.DataFrame({"a b": [5.0], "s": [7], "t": [True], "i": [7], "p": np.array([0.25], np.float32),
+                            "prediction": pd.Series([("odd", 1)], dtype=object)})]   # a tuple: pandas writes it
+    writer = _Writer(tmp_path / "out.csv")
+    for chunk in chunks:
+        writer.write(chunk.copy())
+    writer.close()
+    text = (tmp_path / "out.csv").read_text()
+    assert text.splitlines()[0] == "a b,s,t,i,p,prediction"
+    assert text.splitlines()[-1] == "5.0,7,True,7,0.25,\"('odd', 1)\""        # pandas' own line
+    want = pd.concat(chunks, ignore_index=True)
+    want.to_csv(tmp_path / "pandas.csv", index=False)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out.csv"), pd.read_csv(tmp_path / "pandas.csv"))
+    assert not (tmp_path / "out.csv.tmp").exists()
+
+
 # --- arrays and images ------------------------------------------------------------------------------
 
 def _pictures(folder: Path, per_class: int = 12, size: int = 6, seed: int = 0) -> None:
