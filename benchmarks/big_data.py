@@ -8,6 +8,7 @@ target) trained by a small MLP, in a child process whose peak memory is measured
     python benchmarks/big_data.py --csv /tmp/big.csv   # reuse (or keep) the generated file
     python benchmarks/big_data.py --format parquet     # the same table as a Parquet file
     python benchmarks/big_data.py --text               # plus a text column (one_hot) and string labels
+    python benchmarks/big_data.py --parts 4            # the table in 4 files, read by a glob pattern
 
 Prints per feed: the CSV's (and the Parquet file's) size, load time (read + split + prep, summary.json's data_s), training
 samples/s, whole-run wall time, test accuracy, and the child's peak RSS against the float32 size of
@@ -98,6 +99,22 @@ def write_parquet(csv: Path, path: Path) -> None:
     pq.write_table(table.cast(schema), path)
 
 
+def write_parts(source: Path, folder: Path, parts: int) -> None:
+    """The table of `source` (CSV or Parquet) cut into `parts` files of consecutive rows,
+    folder/part-1.<ext> ... (a table as Spark or Dask writes it), in a process of its own."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    csv = source.suffix == ".csv"
+    table = pacsv.read_csv(source) if csv else pq.read_table(source)
+    folder.mkdir(parents=True, exist_ok=True)
+    n = table.num_rows
+    for i in range(parts):
+        part = table.slice(i * n // parts, (i + 1) * n // parts - i * n // parts)
+        path = folder / f"part-{i + 1}{source.suffix}"
+        pacsv.write_csv(part, path) if csv else pq.write_table(part, path)
+
+
 def apart(fn, *args) -> None:
     """fn(*args) in a process of its own. A child's peak RSS as the kernel reports it (os.wait4)
     includes the memory of this process at the moment it forked the child (the copy it replaced
@@ -143,6 +160,8 @@ def main() -> None:
     ap.add_argument("--text", action="store_true",
                     help="add a text column (5 cities, one_hot), 1%% gaps in x0 (impute) and string labels")
     ap.add_argument("--warm", action="store_true", help="also run each feed a second time, its caches warm")
+    ap.add_argument("--parts", type=int, default=1,
+                    help="cut the file into this many (part-1 ... part-K) and read them by a glob pattern")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dsl-big-"))
     try:
@@ -161,6 +180,13 @@ def main() -> None:
             apart(write_parquet, source, work / "big.parquet")
             source = work / "big.parquet"
             print(f"wrote {source} ({source.stat().st_size / 2**20:,.0f} MiB) in {time.perf_counter() - t:.1f} s", flush=True)
+        file_bytes = source.stat().st_size
+        if args.parts > 1:
+            apart(write_parts, source, work / "parts", args.parts)
+            files = sorted((work / "parts").iterdir())
+            file_bytes = sum(f.stat().st_size for f in files)
+            print(f"cut it into {len(files)} files ({file_bytes / 2**20:,.0f} MiB)", flush=True)
+            source = work / "parts" / f"part-*{source.suffix}"
         spec = work / "big.yaml"
         spec.write_text(SPEC.format(source=source, epochs=args.epochs, prep=prep))
         data_bytes = args.rows * (args.cols + 1 + args.text) * 4     # every column of the file as float32
@@ -189,7 +215,8 @@ def main() -> None:
             rate = n_train * max(args.epochs - 1, 1) / train_s if args.epochs > 1 else n_train / times["train_s"]
             result = {"feed": summary.get("feed", {"kind": feed}), "format": args.format, "rows": args.rows,
                       "cols": args.cols, "csv_mib": round(csv.stat().st_size / 2**20, 1),
-                      "file_mib": round(source.stat().st_size / 2**20, 1), "float32_mib": round(data_bytes / 2**20, 1),
+                      "file_mib": round(file_bytes / 2**20, 1), "parts": args.parts,
+                      "float32_mib": round(data_bytes / 2**20, 1),
                       "load_s": times["data_s"], "plan_s": times["plan_s"], "compile_s": times.get("compile_s"),
                       "train_s": times["train_s"], "samples_per_s_after_first_epoch": round(rate),
                       "wall_s": round(wall, 1), "peak_rss_mib": round(peak / 2**20, 1),
