@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from compilers.data.load import load_dataset
-from compilers.data.sources import SourceContext, resolve_files, table_chunks
+from compilers.data.sources import SourceContext, described, resolve_files, table_chunks
 from dsl.errors import DataError
 from dsl.parse import parse_spec
 
@@ -53,6 +53,20 @@ def test_the_files_of_a_pattern_in_natural_order(root):
     absolute = resolve_files(str(root / "parts" / "*.csv"), SourceContext(cwd=Path("/")))
     assert [shown for _, shown in absolute] == [str(root / "parts" / f"{n}.csv") for n, _, _ in PARTS]
     assert len(resolve_files("**/part-1.csv", SourceContext(cwd=root))) == 1        # ** spans folders
+    assert described("parts/part-1*.csv", resolve_files("parts/part-1*.csv", SourceContext(cwd=root))) == \
+        "parts/part-1*.csv (2 files)"
+    assert described("**/part-2.csv", resolve_files("**/part-2.csv", SourceContext(cwd=root))) == "**/part-2.csv (1 file)"
+
+
+def test_a_file_whose_name_looks_like_a_pattern_is_that_file(tmp_path):
+    (tmp_path / "data[1].csv").write_text("a,y\n1,0\n2,1\n3,0\n4,1\n5,0\n6,1\n7,0\n8,1\n9,0\n10,1\n")
+    (tmp_path / "data1.csv").write_text("a,y\n1,0\n")          # what the pattern data[1].csv would match
+    files = resolve_files("data[1].csv", SourceContext(cwd=tmp_path))
+    assert files == [(tmp_path / "data[1].csv", "data[1].csv")]
+    assert described("data[1].csv", files) == "data[1].csv"
+    for columnar in (True, False):
+        data = load_dataset(_spec("data[1].csv", prep=()), tmp_path, columnar=columnar)
+        assert data.description.startswith("data[1].csv: 10 rows")
 
 
 @pytest.mark.parametrize("kind", ["csv", "parquet"])

@@ -131,8 +131,9 @@ class _Reader:
 
         source = spec.data.source
         self.kind, self.options = source.kind, source.options
-        self.files = [full for full, _ in resolve_files(self.options.path, SourceContext(cwd=Path(cwd), seed=spec.seed))]
-        self.description = described(self.options.path, self.files)
+        named = resolve_files(self.options.path, SourceContext(cwd=Path(cwd), seed=spec.seed))
+        self.files = [full for full, _ in named]
+        self.description = described(self.options.path, named)
 
     def schema(self):
         """The first file's schema; _Fallback unless every file has its columns, each of the same

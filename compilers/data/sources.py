@@ -382,10 +382,10 @@ def resolve_files(path: str, ctx: SourceContext) -> list[tuple[Path, str]]:
     import glob
     import os
 
-    if not is_pattern(path):
-        return [(resolve(path, ctx), path)]
     given = Path(path).expanduser()
     pattern = given if given.is_absolute() else Path(ctx.cwd) / given
+    if not is_pattern(path) or pattern.is_file():     # a file named data[1].csv is that file
+        return [(resolve(path, ctx), path)]
     found = [Path(p) for p in glob.glob(str(pattern), recursive=True) if os.path.isfile(p)]
     if not found:
         where = "" if given.is_absolute() else f" (relative to {ctx.cwd})"
@@ -398,9 +398,12 @@ def resolve_files(path: str, ctx: SourceContext) -> list[tuple[Path, str]]:
     return named
 
 
-def described(path: str, files: list) -> str:
-    """How a run describes a file source: its path, and how many files a pattern matched."""
-    return f"{path} ({len(files)} files)" if is_pattern(path) else path
+def described(path: str, files: list[tuple[Path, str]]) -> str:
+    """How a run describes a file source (`resolve_files`): its path, and how many files a pattern
+    matched."""
+    if len(files) == 1 and files[0][1] == path:
+        return path
+    return f"{path} ({len(files)} file{'s' if len(files) != 1 else ''})"
 
 
 def _same_columns(names: list[str], first: list[str], shown: str, first_shown: str) -> None:
