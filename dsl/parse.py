@@ -276,7 +276,8 @@ def _source(raw: dict) -> Item:
     folder = source.endswith(("/", "\\")) or Path(source).expanduser().is_dir()
     if folder or suffix in FILE_SUFFIXES:
         kind = FOLDER_SOURCE if folder else FILE_SUFFIXES[suffix]
-        if kind not in ("csv", "parquet") and any(c in source for c in "*?["):
+        pattern = any(c in source for c in "*?[") and not Path(source).expanduser().exists()
+        if pattern and kind not in ("csv", "parquet"):
             raise _err("data.source", f"'{source}' is a pattern of {kind} files: a pattern of files may name "
                        f".csv or .parquet files only (a table in several files)")
         entry = reg.SOURCES.get(kind)

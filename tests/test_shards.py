@@ -192,3 +192,11 @@ def test_a_pattern_names_csv_or_parquet_files_only():
                                         r"pattern of .csv or .parquet files\)"):
         _spec("parts/*")
     assert _spec("parts/*.PARQUET").data.source.kind == "parquet"
+
+
+def test_a_folder_or_file_whose_name_looks_like_a_pattern_is_still_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pics[1]").mkdir()
+    (tmp_path / "arrays[1].npz").write_bytes(b"")
+    assert _spec("pics[1]/").data.source.kind == "image_folder"
+    assert _spec("arrays[1].npz").data.source.kind == "npz"
