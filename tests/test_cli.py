@@ -135,3 +135,48 @@ def test_nan_loss_fails_the_run_with_one_line_and_keeps_its_charts(cli, tmp_path
     assert summary["status"] == "failed" and "nan" in summary["reason"]
     assert (tmp_path / "run" / "charts" / "learning_curves.png").is_file()
     assert "Traceback" not in err
+
+
+def test_a_terminal_sees_the_data_load(monkeypatch, capsys):
+    """On a terminal, data that takes a while to load shows its source and the rows read so far,
+    and the line stays with the data's size; elsewhere nothing is shown."""
+    import time
+
+    from compilers import pipeline
+    from dsl.parse import parse_spec
+
+    class Terminal:
+        def isatty(self):
+            return True
+
+        def write(self, text):
+            return len(text)
+
+        def flush(self):
+            pass
+
+    class Data:
+        def sizes(self):
+            return {"train": 700, "val": 100, "test": 200}
+
+    spec = parse_spec({"name": "big", "data": {"source": "big.csv"}, "model": {"layers": [{"dense": 4}]}})
+    monkeypatch.setattr(pipeline._Reading, "SHOW_AFTER_S", 0.0)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    with pipeline._Reading(spec, True) as reading:
+        for _ in range(500):
+            if reading.shown:
+                break
+            time.sleep(0.01)
+        assert reading.shown
+        reading.rows(600)
+        assert reading.bar.tasks[0].fields["info"] == "reading big.csv: 600 rows"
+        reading.done(Data())
+    out = capsys.readouterr().out
+    assert "big" in out and "read big.csv: 1,000 rows" in out
+    monkeypatch.setattr(pipeline._Reading, "SHOW_AFTER_S", 60.0)
+    with pipeline._Reading(spec, True) as reading:   # loaded before the line shows: nothing
+        reading.rows(10)
+    assert not reading.shown and capsys.readouterr().out == ""
+    monkeypatch.setattr(sys, "stderr", sys.__stderr__)
+    with pipeline._Reading(spec, False) as reading:
+        assert reading.bar is None

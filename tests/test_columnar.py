@@ -265,3 +265,15 @@ def test_a_batch_copied_whole_or_column_by_column_gives_the_same_bits(files, fea
     for k in apart.x:
         assert np.array_equal(whole.x[k], apart.x[k], equal_nan=True) and np.array_equal(whole.y[k], apart.y[k])
     assert whole.prep_state == apart.prep_state
+
+
+def test_the_loader_tells_the_rows_read_so_far(tmp_path, monkeypatch):
+    """load_dataset(on_rows=...) hears the rows read after each batch (the progress line on a
+    terminal): rising, to every row of the file."""
+    monkeypatch.setattr(columnar, "BLOCK_BYTES", 4096)      # many small batches
+    rows = "".join(f"{i * 0.5},{i % 7},{i % 2}\n" for i in range(3000))
+    (tmp_path / "t.csv").write_text("a,b,y\n" + rows)
+    heard = []
+    data = load_dataset(spec({"source": "t.csv", "target": "y"}), tmp_path, on_rows=heard.append)
+    assert len(heard) > 3 and heard == sorted(heard) and heard[-1] == 3000
+    assert sum(data.sizes().values()) == 3000

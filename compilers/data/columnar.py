@@ -134,6 +134,7 @@ class _Reader:
         named = resolve_files(self.options.path, SourceContext(cwd=Path(cwd), seed=spec.seed))
         self.files = [full for full, _ in named]
         self.description = described(self.options.path, named)
+        self.on_rows = None     # hears the rows read so far, after each batch
 
     def schema(self):
         """The first file's schema; _Fallback unless every file has its columns, each of the same
@@ -283,6 +284,8 @@ def _read(spec, reader: _Reader, table: Table):
                         current[filled:filled + take, j] = np.nan if v is None else \
                             (v[pos:pos + take] - shift[j] if shift[j] else v[pos:pos + take])
                 filled, pos = filled + take, pos + take
+            if reader.on_rows is not None:
+                reader.on_rows(starts[-1] + filled)
     except (pa.ArrowException, OSError, ValueError):
         raise _Fallback from None
     if current is not None and filled:
@@ -613,16 +616,17 @@ def _raw_sample(features, target, blocks, starts, series, shift, text):
     return frame
 
 
-def load_columnar(spec, cwd: Path) -> Dataset | None:
-    """The Dataset of a numeric CSV or Parquet source, or None when the frame path must load it."""
-    dataset = _load(spec, cwd)
+def load_columnar(spec, cwd: Path, on_rows=None) -> Dataset | None:
+    """The Dataset of a numeric CSV or Parquet source, or None when the frame path must load it.
+    `on_rows(n)`, when given, hears how many rows are read so far, after each batch."""
+    dataset = _load(spec, cwd, on_rows)
     if dataset is not None:
         arrow_give_back()   # ~20 MiB more than the release after reading
         give_back()   # the target's label strings, split indices and pandas temporaries, now freed (~25 MiB)
     return dataset
 
 
-def _load(spec, cwd: Path) -> Dataset | None:
+def _load(spec, cwd: Path, on_rows=None) -> Dataset | None:
     from compilers.data.load import classes_and_split, resolve_shape
     from compilers.data.prep import class_codes
 
@@ -631,6 +635,7 @@ def _load(spec, cwd: Path) -> Dataset | None:
     data = spec.data
     try:
         reader = _Reader(spec, cwd)
+        reader.on_rows = on_rows
         table = Table(description=reader.description)
         features, target, blocks, starts, series, shift, text = _read(spec, reader, table)
     except _Fallback:

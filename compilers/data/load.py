@@ -291,11 +291,12 @@ def sample_rows(n: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, min(RAW_SAMPLE_ROWS, n)).astype(np.int64))
 
 
-def load_dataset(spec, cwd: Path, *, columnar: bool = True) -> Dataset:
+def load_dataset(spec, cwd: Path, *, columnar: bool = True, on_rows=None) -> Dataset:
     """Loads, splits and prepares the data a spec describes.
 
     `columnar`: numeric CSV and Parquet files take the lean path of `columnar.py` (float32 blocks,
-    no pandas copies; the same results); False forces the frame path (tests compare the two)."""
+    no pandas copies; the same results); False forces the frame path (tests compare the two).
+    `on_rows(n)`: told the rows read so far as the columnar path streams the file (progress)."""
     data = spec.data
     image = _steps_of(data.prep, "image")
     if image and data.source.kind != "image_folder":
@@ -304,7 +305,7 @@ def load_dataset(spec, cwd: Path, *, columnar: bool = True) -> Dataset:
     if columnar:
         from compilers.data.columnar import load_columnar
 
-        dataset = load_columnar(spec, cwd)
+        dataset = load_columnar(spec, cwd, on_rows)
         if dataset is not None:
             return dataset
     table = load_source(data.source, cwd, spec.seed, image[0][1].options if image else None)
