@@ -46,6 +46,33 @@ def _spec(source: str, prep=("standardize", {"one_hot": ["city"]}, "impute")):
                        "model": {"layers": [{"dense": 4}]}})
 
 
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_files_may_order_their_columns_differently(root, tmp_path, kind):
+    """Columns are matched by name: a file with the columns in another order gives the same data
+    set (the columnar path reads it by name too) and the same chunks to predict."""
+    import compilers.data.columnar as columnar
+
+    frame = pd.read_parquet(root / "whole.parquet")
+    (tmp_path / "mixed").mkdir()
+    for k, (name, lo, hi) in enumerate(PARTS):
+        part = frame.iloc[lo:hi]
+        part = part[["y", "city", "b", "a"]] if k == 1 else part
+        part.to_csv(tmp_path / "mixed" / f"{name}.csv", index=False, float_format="%.17g") if kind == "csv" \
+            else part.to_parquet(tmp_path / "mixed" / f"{name}.parquet", index=False)
+    (tmp_path / f"whole.{kind}").write_bytes((root / f"whole.{kind}").read_bytes())
+    assert columnar.load_columnar(_spec(f"mixed/*.{kind}"), tmp_path) is not None   # not sent to the frame path
+    for lean in (True, False):
+        whole = load_dataset(_spec(f"whole.{kind}"), tmp_path, columnar=lean)
+        mixed = load_dataset(_spec(f"mixed/*.{kind}"), tmp_path, columnar=lean)
+        for split in whole.x:
+            assert np.array_equal(mixed.x[split], whole.x[split], equal_nan=True)
+            assert np.array_equal(mixed.y[split], whole.y[split])
+    source = parse_spec({"data": {"source": f"mixed/*.{kind}"}, "model": {"layers": []}}).data.source
+    chunks = [f for _, f in table_chunks(source, tmp_path, 0, 700)[1]]
+    assert [list(f.columns) for f in chunks] == [["a", "b", "city", "y"]] * 3
+    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), frame, check_dtype=False)
+
+
 def test_the_files_of_a_pattern_in_natural_order(root):
     files = resolve_files("parts/part-*.csv", SourceContext(cwd=root))
     assert [shown for _, shown in files] == [os.path.join("parts", f"{n}.csv") for n, _, _ in PARTS]

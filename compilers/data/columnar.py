@@ -137,8 +137,9 @@ class _Reader:
         self.on_rows = None     # hears the rows read so far, after each batch
 
     def schema(self):
-        """The first file's schema; _Fallback unless every file has its columns, each of the same
-        kind (numbers, booleans, text) in every file (the frame path unifies or names the file)."""
+        """The first file's schema; _Fallback unless every file has its columns (in any order: they
+        are read by name), each of the same kind (numbers, booleans, text) in every file (the frame
+        path unifies or names the file)."""
         import pyarrow as pa
 
         try:
@@ -146,9 +147,10 @@ class _Reader:
         except (pa.ArrowException, OSError, ValueError):
             raise _Fallback from None
         first = schemas[0]
+        kinds = {str(f.name): _kind(f.type) for f in first}
         for other in schemas[1:]:
-            if [str(n) for n in other.names] != [str(n) for n in first.names] or \
-                    [_kind(t) for t in other.types] != [_kind(t) for t in first.types]:
+            if sorted(str(n) for n in other.names) != sorted(kinds) or len(kinds) != len(first.names) or \
+                    any(_kind(f.type) != kinds[str(f.name)] for f in other):
                 raise _Fallback
         return first
 

@@ -406,19 +406,21 @@ def described(path: str, files: list[tuple[Path, str]]) -> str:
     return f"{path} ({len(files)} file{'s' if len(files) != 1 else ''})"
 
 
-def _same_columns(names: list[str], first: list[str], shown: str, first_shown: str) -> None:
-    """DataError unless a file of a pattern has the first file's columns, in its order."""
+def _same_columns(table, first: list[str], shown: str, first_shown: str):
+    """A later file's table (or record batch) with the first file's columns, in the first file's
+    order (files may order them differently); DataError when it has other columns."""
+    names = [str(n) for n in table.schema.names]
     if names == first:
-        return
-    missing = [c for c in first if c not in names]
-    extra = [c for c in names if c not in first]
-    if missing or extra:
+        return table
+    if sorted(names) != sorted(first) or len(set(first)) != len(first):
+        missing = [c for c in first if c not in names]
+        extra = [c for c in names if c not in first]
         what = "; ".join(x for x in (f"no {', '.join(repr(c) for c in missing)}" if missing else "",
-                                     f"also {', '.join(repr(c) for c in extra)}" if extra else "") if x)
-    else:
-        what = "the same columns in another order"
-    raise DataError(PATH, f"{shown}: its columns differ from those of {first_shown} ({what}); the files of "
-                          f"a pattern must have the same columns")
+                                     f"also {', '.join(repr(c) for c in extra)}" if extra else "") if x) \
+            or "a name twice"
+        raise DataError(PATH, f"{shown}: its columns differ from those of {first_shown} ({what}); the files of "
+                              f"a pattern must have the same columns")
+    return table.select(first)
 
 
 def _concat(tables: list, path: str):
@@ -471,9 +473,8 @@ def csv(options: CsvOptions, ctx: SourceContext) -> Table:
     files = resolve_files(options.path, ctx)
     tables = []
     for full, shown in files:
-        tables.append(_csv_open(full, shown, options, pacsv.read_csv))
-        if len(tables) > 1:
-            _same_columns(tables[-1].column_names, tables[0].column_names, shown, files[0][1])
+        table = _csv_open(full, shown, options, pacsv.read_csv)
+        tables.append(_same_columns(table, tables[0].column_names, shown, files[0][1]) if tables else table)
     table = _concat(tables, options.path)
     del tables
     arrow_give_back()
@@ -552,11 +553,10 @@ def parquet(options: ParquetOptions, ctx: SourceContext) -> Table:
     tables = []
     for full, shown in files:
         try:
-            tables.append(pq.read_table(full))
+            table = pq.read_table(full)
         except (pa.ArrowException, OSError) as e:
             raise _parquet_error(e, shown) from None
-        if len(tables) > 1:
-            _same_columns(tables[-1].column_names, tables[0].column_names, shown, files[0][1])
+        tables.append(_same_columns(table, tables[0].column_names, shown, files[0][1]) if tables else table)
     table = _concat(tables, options.path)
     del tables
     arrow_give_back()
@@ -616,6 +616,7 @@ def table_chunks(source, cwd: Path, seed: int, rows: int):
     files = resolve_files(options.path, ctx)
     first = opened(*files[0])
     name = options.path if len(files) > 1 else files[0][1]
+    order = [str(n) for n in first[0].names]
 
     def frames():
         # one file's batches as tables, joined across files, so that the chunks are those of one file
@@ -623,10 +624,11 @@ def table_chunks(source, cwd: Path, seed: int, rows: int):
         for k, (full, shown) in enumerate(files):
             schema, batches, errors = first if k == 0 else opened(full, shown)
             if k:
-                _same_columns([str(n) for n in schema.names], [str(n) for n in first[0].names], shown, files[0][1])
+                _same_columns(schema.empty_table(), order, shown, files[0][1])
             try:
                 for batch in batches:
-                    pending.append(pa.Table.from_batches([batch], schema=schema))
+                    table = pa.Table.from_batches([batch], schema=schema)
+                    pending.append(_same_columns(table, order, shown, files[0][1]) if k else table)
                     have += batch.num_rows
                     while have >= rows:
                         table = _concat(pending, options.path)
