@@ -227,3 +227,12 @@ def test_a_folder_or_file_whose_name_looks_like_a_pattern_is_still_read(tmp_path
     (tmp_path / "arrays[1].npz").write_bytes(b"")
     assert _spec("pics[1]/").data.source.kind == "image_folder"
     assert _spec("arrays[1].npz").data.source.kind == "npz"
+
+
+def test_an_unquoted_pattern_with_brackets_on_the_command_line_gets_a_hint(tmp_path, cli, monkeypatch):
+    """Hydra's override grammar reads brackets as a list: the one-line error says how to quote."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text("name: s\ndata: {source: a.csv, target: y}\nmodel: {layers: [{dense: 4}]}\n")
+    code, _, err = cli("run", "conf=s.yaml", "hydra.run.dir=run", "data.source=parts/part-[12].csv")
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().endswith("""quote a value with brackets: 'data.source="parts/part-[12].csv"'""")

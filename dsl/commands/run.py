@@ -74,6 +74,11 @@ def _compose(spec_path, smap, overrides):
         raise
     except Exception as e:  # Hydra's own composition errors: one line, our format
         msg = str(e).strip().split("\n")[0]
+        if type(e).__name__ == "OverrideParseException":   # brackets inside a value (a file pattern)
+            odd = [(k, v) for k, _, v in (o.partition("=") for o in overrides)
+                   if "[" in v and not v.startswith(("[", '"', "'"))]
+            if odd:
+                msg += f"; quote a value with brackets: '{odd[0][0]}=\"{odd[0][1]}\"'"
         raise SpecError("", f"cannot compose the spec: {msg}", file=smap.file) from None
 
 
