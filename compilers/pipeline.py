@@ -6,7 +6,6 @@ import functools
 import os
 import platform
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -208,58 +207,6 @@ def _start_renderer(specs, results, sweep_job: bool):
         return None
 
 
-class _Reading:
-    """On a terminal, a line while data that takes a while (SHOW_AFTER_S) loads: the source, the rows
-    read so far (as the columnar path streams a file) and the time; it stays, with the data's size,
-    once loaded. Elsewhere nothing (the log gets the epochs' lines)."""
-
-    SHOW_AFTER_S = 0.5
-
-    def __init__(self, spec: Spec, enabled: bool):
-        self.bar = self.timer = None
-        if enabled and sys.stderr.isatty():
-            import threading
-
-            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-            source = spec.data.source
-            self.what = getattr(source.options, "path", None) or source.kind
-            self.bar = Progress(TextColumn("[bold]{task.description}"), SpinnerColumn(finished_text=" "),
-                                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=False)
-            self.task = self.bar.add_task(spec.name, total=1, info=f"reading {self.what}")
-            self.lock, self.shown = threading.Lock(), False
-            self.timer = threading.Timer(self.SHOW_AFTER_S, self._show)
-            self.timer.daemon = True
-
-    def _show(self) -> None:
-        with self.lock:
-            if not self.shown and self.timer is not None:
-                self.shown = True
-                self.bar.start()
-
-    def __enter__(self) -> "_Reading":
-        if self.timer is not None:
-            self.timer.start()
-        return self
-
-    def rows(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, info=f"reading {self.what}: {n:,} rows")
-
-    def done(self, data) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=1, info=f"read {self.what}: {sum(data.sizes().values()):,} rows")
-
-    def __exit__(self, *exc) -> bool:
-        if self.timer is not None:
-            self.timer.cancel()
-            with self.lock:
-                self.timer = None      # a timer that fires now shows nothing
-                if self.shown:
-                    self.bar.stop()
-        return False
-
-
 def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sweep_job, resume, primary,
                named, renderer=None):
     from compilers.runs.log import RunLog
@@ -268,6 +215,7 @@ def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sw
 
     imports_s = round(time.perf_counter() - t, 4)
     from compilers.data.load import load_dataset
+    from compilers.runs.status import Status
 
     loaded: dict = {}
     models: dict = {}     # the group shares one structure: each model is built once per data shape
@@ -280,9 +228,13 @@ def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sw
         try:
             key = _data_key(spec)
             if key not in loaded:
-                with _Reading(spec, progress) as reading:
-                    loaded[key] = load_dataset(spec, cwd, on_rows=reading.rows)
-                    reading.done(loaded[key])
+                # on a terminal, a line while a large data set loads: the rows read so far
+                what = getattr(spec.data.source.options, "path", None) or spec.data.source.kind
+                with Status(spec.name, f"reading {what}", progress) as status:
+                    def heard(n: int, status=status, what=what) -> None:
+                        status.update(f"reading {what}: {n:,} rows")
+                    loaded[key] = load_dataset(spec, cwd, on_rows=heard)
+                    status.done(f"read {what}: {sum(loaded[key].sizes().values()):,} rows")
             datas[i] = loaded[key]
             times[i]["data_s"] = round(time.perf_counter() - t, 4)
             t = time.perf_counter()

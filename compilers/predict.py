@@ -138,7 +138,8 @@ def source_of(run: Run, value: str, options: dict) -> Item:
 CHUNK_ROWS = 1 << 16    # rows of a CSV or Parquet input prepared, predicted and written at a time
 
 
-def predict(run: Run, source: Item, cwd: Path, *, batch: int = 2048, out: Path | None = None) -> Predictions:
+def predict(run: Run, source: Item, cwd: Path, *, batch: int = 2048, out: Path | None = None,
+            on_rows=None) -> Predictions:
     """The run's predictions for the rows of `source` (relative paths start at `cwd`).
 
     A CSV or Parquet input is streamed and prepared, predicted and (with `out`) written CHUNK_ROWS
@@ -179,6 +180,8 @@ def predict(run: Run, source: Item, cwd: Path, *, batch: int = 2048, out: Path |
                 kept.append(frame)
             if y_true is not None:
                 score.add(y_true, pred)
+            if on_rows is not None:
+                on_rows(total)
         if writer is not None:
             writer.close()
     except BaseException:

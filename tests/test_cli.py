@@ -137,13 +137,13 @@ def test_nan_loss_fails_the_run_with_one_line_and_keeps_its_charts(cli, tmp_path
     assert "Traceback" not in err
 
 
-def test_a_terminal_sees_the_data_load(monkeypatch, capsys):
-    """On a terminal, data that takes a while to load shows its source and the rows read so far,
-    and the line stays with the data's size; elsewhere nothing is shown."""
+def test_a_terminal_sees_slow_work_going_on(monkeypatch, capsys):
+    """On a terminal, work that takes a while (a data set loading, predict on a large file) shows a
+    line with what it does so far; kept (a run's data) or removed (predict) when done; nothing for
+    quick work or off a terminal."""
     import time
 
-    from compilers import pipeline
-    from dsl.parse import parse_spec
+    from compilers.runs.status import Status
 
     class Terminal:
         def isatty(self):
@@ -155,28 +155,33 @@ def test_a_terminal_sees_the_data_load(monkeypatch, capsys):
         def flush(self):
             pass
 
-    class Data:
-        def sizes(self):
-            return {"train": 700, "val": 100, "test": 200}
-
-    spec = parse_spec({"name": "big", "data": {"source": "big.csv"}, "model": {"layers": [{"dense": 4}]}})
-    monkeypatch.setattr(pipeline._Reading, "SHOW_AFTER_S", 0.0)
-    monkeypatch.setattr(sys, "stderr", Terminal())
-    with pipeline._Reading(spec, True) as reading:
+    def wait_shown(status):
         for _ in range(500):
-            if reading.shown:
-                break
+            if status.shown:
+                return True
             time.sleep(0.01)
-        assert reading.shown
-        reading.rows(600)
-        assert reading.bar.tasks[0].fields["info"] == "reading big.csv: 600 rows"
-        reading.done(Data())
+        return False
+
+    monkeypatch.setattr(Status, "SHOW_AFTER_S", 0.0)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    with Status("big", "reading big.csv") as status:
+        assert wait_shown(status)
+        status.update("reading big.csv: 600 rows")
+        assert status.bar.tasks[0].fields["info"] == "reading big.csv: 600 rows"
+        status.done("read big.csv: 1,000 rows")
     out = capsys.readouterr().out
     assert "big" in out and "read big.csv: 1,000 rows" in out
-    monkeypatch.setattr(pipeline._Reading, "SHOW_AFTER_S", 60.0)
-    with pipeline._Reading(spec, True) as reading:   # loaded before the line shows: nothing
-        reading.rows(10)
-    assert not reading.shown and capsys.readouterr().out == ""
+    with Status("predict", "reading new.csv", keep=False) as status:
+        assert wait_shown(status)
+        status.update("new.csv: 65,536 rows predicted")
+    assert status.bar.live.transient
+    monkeypatch.setattr(Status, "SHOW_AFTER_S", 60.0)
+    capsys.readouterr()
+    with Status("big", "reading big.csv") as status:   # done before the line shows: nothing
+        status.update("reading big.csv: 10 rows")
+    assert not status.shown and capsys.readouterr().out == ""
     monkeypatch.setattr(sys, "stderr", sys.__stderr__)
-    with pipeline._Reading(spec, False) as reading:
-        assert reading.bar is None
+    with Status("big", "reading big.csv") as status:
+        assert status.bar is None
+    with Status("big", "reading big.csv", False) as status:
+        assert status.bar is None

@@ -63,7 +63,12 @@ def main(args: list[str]) -> None:
         source = source_of(run, value, options)
         configure_jax()
         path = Path(output) if output is not None else run_dir / "predictions.csv"
-        result = predict(run, source, cwd, out=path)      # written as it goes, whole or not at all
+        from compilers.runs.status import Status
+
+        # written as it goes, whole or not at all; on a terminal, a large input shows its rows so far
+        with Status("predict", f"reading {value}", keep=False) as status:
+            result = predict(run, source, cwd, out=path,
+                             on_rows=lambda n: status.update(f"{value}: {n:,} rows predicted"))
     except SpecError as e:
         print(e, file=sys.stderr)
         raise SystemExit(2)
