@@ -231,9 +231,8 @@ def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sw
                 # on a terminal, a line while a large data set loads: the rows read so far
                 what = getattr(spec.data.source.options, "path", None) or spec.data.source.kind
                 with Status(spec.name, f"reading {what}", progress) as status:
-                    def heard(n: int, status=status, what=what) -> None:
-                        status.update(f"reading {what}: {n:,} rows")
-                    loaded[key] = load_dataset(spec, cwd, on_rows=heard)
+                    loaded[key] = load_dataset(spec, cwd,
+                                               on_rows=lambda n: status.update(f"reading {what}: {n:,} rows"))
                     status.done(f"read {what}: {sum(loaded[key].sizes().values()):,} rows")
             datas[i] = loaded[key]
             times[i]["data_s"] = round(time.perf_counter() - t, 4)

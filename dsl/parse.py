@@ -6,6 +6,7 @@ Parse once, at the edge: nothing past this module sees a DictConfig or a raw dic
 from __future__ import annotations
 
 import dataclasses
+import glob
 import math
 import typing
 from pathlib import Path
@@ -276,7 +277,7 @@ def _source(raw: dict) -> Item:
     folder = source.endswith(("/", "\\")) or Path(source).expanduser().is_dir()
     if folder or suffix in FILE_SUFFIXES:
         kind = FOLDER_SOURCE if folder else FILE_SUFFIXES[suffix]
-        pattern = any(c in source for c in "*?[") and not Path(source).expanduser().exists()
+        pattern = glob.has_magic(source) and not Path(source).expanduser().exists()   # as sources.resolve_files
         if pattern and kind not in ("csv", "parquet"):
             raise _err("data.source", f"'{source}' is a pattern of {kind} files: a pattern of files may name "
                        f".csv or .parquet files only (a table in several files)")

@@ -406,26 +406,56 @@ def described(path: str, files: list[tuple[Path, str]]) -> str:
     return f"{path} ({len(files)} file{'s' if len(files) != 1 else ''})"
 
 
-def _same_columns(table, first: list[str], shown: str, first_shown: str):
-    """A later file's table (or record batch) with the first file's columns, in the first file's
-    order (files may order them differently); DataError when it has other columns."""
-    names = [str(n) for n in table.schema.names]
-    if names == first:
-        return table
-    if sorted(names) != sorted(first) or len(set(first)) != len(first):
-        missing = [c for c in first if c not in names]
-        extra = [c for c in names if c not in first]
+def _same_columns(schema, first, shown: str, first_shown: str) -> list[str] | None:
+    """Checks a later file's columns (its Arrow schema) against the first file's: the same names, in
+    any order, each of a type that goes with the first file's (integers with decimals, an empty
+    column with anything). -> the first file's column order when this file orders them otherwise,
+    else None; DataError naming the file and the column otherwise."""
+    import pyarrow as pa
+
+    names, order = [str(n) for n in schema.names], [str(n) for n in first.names]
+    if sorted(names) != sorted(order) or len(set(order)) != len(order):
+        missing = [c for c in order if c not in names]
+        extra = [c for c in names if c not in order]
         what = "; ".join(x for x in (f"no {', '.join(repr(c) for c in missing)}" if missing else "",
                                      f"also {', '.join(repr(c) for c in extra)}" if extra else "") if x) \
             or "a name twice"
         raise DataError(PATH, f"{shown}: its columns differ from those of {first_shown} ({what}); the files of "
                               f"a pattern must have the same columns")
-    return table.select(first)
+    for field in first:
+        other = schema.field(field.name)
+        try:
+            pa.unify_schemas([pa.schema([field]), pa.schema([other])], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            raise DataError(PATH, f"{shown}: column '{field.name}' holds {other.type} where {first_shown} holds "
+                                  f"{field.type}; a column must hold one kind of value in every file") from None
+    return order if names != order else None
+
+
+def _read_files(options, ctx: SourceContext, read) -> Table:
+    """The frame of every file `options.path` names (`read(full, shown)` -> an Arrow table of one),
+    as one table: later files' columns checked against the first's and put in its order."""
+    files = resolve_files(options.path, ctx)
+    tables = []
+    for full, shown in files:
+        table = read(full, shown)
+        if tables:
+            order = _same_columns(table.schema, tables[0].schema, shown, files[0][1])
+            table = table.select(order) if order else table
+        tables.append(table)
+    table = _concat(tables, options.path)
+    del tables
+    arrow_give_back()
+    frame = _to_frame(table, options.path if len(files) > 1 else files[0][1])
+    del table
+    arrow_give_back()
+    return Table(frame, description=described(options.path, files))
 
 
 def _concat(tables: list, path: str):
     """One Arrow table of the files' tables (no copy), a column's types unified across the files
-    (integers and decimals: decimals; empty in one file: the others' type)."""
+    (integers and decimals: decimals; empty in one file: the others' type; `_same_columns` has
+    named a file whose types do not unify, so the error here is a last resort)."""
     import pyarrow as pa
 
     if len(tables) == 1:
@@ -470,18 +500,7 @@ def csv(options: CsvOptions, ctx: SourceContext) -> Table:
     read with pyarrow."""
     import pyarrow.csv as pacsv
 
-    files = resolve_files(options.path, ctx)
-    tables = []
-    for full, shown in files:
-        table = _csv_open(full, shown, options, pacsv.read_csv)
-        tables.append(_same_columns(table, tables[0].column_names, shown, files[0][1]) if tables else table)
-    table = _concat(tables, options.path)
-    del tables
-    arrow_give_back()
-    frame = _to_frame(table, options.path if len(files) > 1 else files[0][1])
-    del table
-    arrow_give_back()
-    return Table(frame, description=described(options.path, files))
+    return _read_files(options, ctx, lambda full, shown: _csv_open(full, shown, options, pacsv.read_csv))
 
 
 def _csv_open(full: Path, shown: str, options: CsvOptions, how):
@@ -549,21 +568,12 @@ def parquet(options: ParquetOptions, ctx: SourceContext) -> Table:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    files = resolve_files(options.path, ctx)
-    tables = []
-    for full, shown in files:
+    def read(full: Path, shown: str):
         try:
-            table = pq.read_table(full)
+            return pq.read_table(full)
         except (pa.ArrowException, OSError) as e:
             raise _parquet_error(e, shown) from None
-        tables.append(_same_columns(table, tables[0].column_names, shown, files[0][1]) if tables else table)
-    table = _concat(tables, options.path)
-    del tables
-    arrow_give_back()
-    frame = _to_frame(table, options.path if len(files) > 1 else files[0][1])
-    del table
-    arrow_give_back()
-    return Table(frame, description=described(options.path, files))
+    return _read_files(options, ctx, read)
 
 
 def _parquet_error(e, shown: str) -> DataError:
@@ -590,9 +600,10 @@ def parquet_batches(full: Path, rows: int, columns: list[str] | None = None):
 
 def table_chunks(source, cwd: Path, seed: int, rows: int):
     """A CSV or Parquet source streamed (never held whole) as the pandas frames `csv`/`parquet`
-    would give, `rows` rows at a time (the last one of each file fewer), with their checks and
-    errors: (description, iterator of (first row, frame)); None for any other kind of source. An
-    error further down a file, or in a later file of a pattern, comes when its chunk is read."""
+    would give, `rows` rows at a time (the last one fewer; a chunk may span the files of a pattern),
+    with their checks and errors: (description, iterator of (first row, frame)); None for any other
+    kind of source. An error further down a file, or in a later file of a pattern, comes when its
+    chunk is read."""
     import pyarrow as pa
 
     ctx = SourceContext(cwd=Path(cwd), seed=seed)
@@ -616,19 +627,17 @@ def table_chunks(source, cwd: Path, seed: int, rows: int):
     files = resolve_files(options.path, ctx)
     first = opened(*files[0])
     name = options.path if len(files) > 1 else files[0][1]
-    order = [str(n) for n in first[0].names]
 
     def frames():
         # one file's batches as tables, joined across files, so that the chunks are those of one file
         pending, have, start = [], 0, 0
         for k, (full, shown) in enumerate(files):
             schema, batches, errors = first if k == 0 else opened(full, shown)
-            if k:
-                _same_columns(schema.empty_table(), order, shown, files[0][1])
+            order = _same_columns(schema, first[0], shown, files[0][1]) if k else None
             try:
                 for batch in batches:
                     table = pa.Table.from_batches([batch], schema=schema)
-                    pending.append(_same_columns(table, order, shown, files[0][1]) if k else table)
+                    pending.append(table.select(order) if order else table)
                     have += batch.num_rows
                     while have >= rows:
                         table = _concat(pending, options.path)
