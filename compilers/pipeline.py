@@ -151,6 +151,9 @@ PRELOAD_AFTER_BYTES = 64 << 20   # a training split above this imports altair af
 # while the other process draws. Set by `python -m dsl run`'s training process (dsl.worker), whose
 # parent imports altair and starts the image processes while this one trains.
 chart_drawer = None
+# () -> None: tells that other process to start the image processes and import the chart code now
+# (the data is loaded and small); without it, it does so when asked to draw. Set with chart_drawer.
+chart_preparer = None
 
 
 def _preload_altair():
@@ -209,6 +212,7 @@ def _start_renderer(specs, results, sweep_job: bool):
 
 def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sweep_job, resume, primary,
                named, renderer=None):
+    from compilers import memory
     from compilers.runs.log import RunLog
     from compilers.train import stored
     from compilers.train.loop import train_group
@@ -276,6 +280,14 @@ def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sw
     # final checkpoint while the other draws
     draw_elsewhere = chart_drawer is not None and primary and len(live) == 1
     later = [] if draw_elsewhere else None
+    # The chart side (image processes, ~100 MiB each; altair) starts while a small data set trains,
+    # and after a large one has trained and been freed: it would otherwise be held beside the data.
+    restart_renderer = large and renderer is not None
+    if restart_renderer:
+        renderer.close()
+        renderer = None
+    if draw_elsewhere and not large and chart_preparer is not None:
+        chart_preparer()
 
     def start_preload():
         if primary and drawn and not draw_elsewhere and not preload:
@@ -301,39 +313,52 @@ def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sw
             logs[i].close()
     for thread in preload:
         thread.join()
-    for i in live:
-        record = records[i]
-        spec, run_dir, tm = specs[i], run_dirs[i], times[i]
-        t = time.perf_counter()
-        # programs this process loaded from the store / traced and stored (compilers.train.stored)
-        record.summary = {**bases[i], "status": "completed", **record.summary, "times": tm,
-                          "programs": dict(stored.COUNTS)}
-        if not primary:   # process 0 writes the record, charts and report
-            tm["total_s"] = round(time.perf_counter() - t_start, 4)
-            results[i] = _result_of(record.summary, spec, named[i])
-            continue
-        write_checkpoint = later[0] if later else None
-        try:
-            record.save(run_dir)
-        except BaseException:
-            if write_checkpoint is not None:
+    # The data is not needed to save the records and draw the charts: freed first (its size, and the
+    # chart side's memory then comes on top of what is left)
+    loaded.clear()
+    datas = data = None   # noqa: F841
+    memory.give_back()
+    if restart_renderer and primary:   # closed while the data trained
+        renderer = _start_renderer([specs[i] for i in live], [None] * len(live), sweep_job)
+    else:
+        restart_renderer = False
+    try:
+        for i in live:
+            record = records[i]
+            spec, run_dir, tm = specs[i], run_dirs[i], times[i]
+            t = time.perf_counter()
+            # programs this process loaded from the store / traced and stored (compilers.train.stored)
+            record.summary = {**bases[i], "status": "completed", **record.summary, "times": tm,
+                              "programs": dict(stored.COUNTS)}
+            if not primary:   # process 0 writes the record, charts and report
+                tm["total_s"] = round(time.perf_counter() - t_start, 4)
+                results[i] = _result_of(record.summary, spec, named[i])
+                continue
+            write_checkpoint = later[0] if later else None
+            try:
+                record.save(run_dir)
+            except BaseException:
+                if write_checkpoint is not None:
+                    write_checkpoint()
+                raise
+            images = _images(spec, sweep_job)
+            summary = None
+            if draw_elsewhere:   # another process draws the charts and the report; it runs write_checkpoint
+                summary = chart_drawer(run_dir, plans[i], record.summary, images, _VALIDATE, t, t_start,
+                                       meanwhile=write_checkpoint)
+            elif write_checkpoint is not None:
                 write_checkpoint()
-            raise
-        images = _images(spec, sweep_job)
-        summary = None
-        if draw_elsewhere:   # another process draws the charts and the report; it runs write_checkpoint
-            summary = chart_drawer(run_dir, plans[i], record.summary, images, _VALIDATE, t, t_start,
-                                   meanwhile=write_checkpoint)
-        elif write_checkpoint is not None:
-            write_checkpoint()
-        if summary is not None:
-            record.summary = summary
-            tm.update(summary["times"])
-        else:
-            draw_charts(record, plans[i].charts, run_dir, images, validate=_VALIDATE and i == live[0],
-                        renderer=renderer, t_charts=t, t_start=t_start)
-        logs[i].summary(record.summary)
-        results[i] = _result_of(record.summary, spec, run_dir)
+            if summary is not None:
+                record.summary = summary
+                tm.update(summary["times"])
+            else:
+                draw_charts(record, plans[i].charts, run_dir, images, validate=_VALIDATE and i == live[0],
+                            renderer=renderer, t_charts=t, t_start=t_start)
+            logs[i].summary(record.summary)
+            results[i] = _result_of(record.summary, spec, run_dir)
+    finally:
+        if restart_renderer and renderer is not None:
+            renderer.close()
     return results
 
 

@@ -7,8 +7,11 @@ child imports the training side while the parent composes, and the parent hands 
 checked job (JSON: the resolved spec, the run directory, the start time) once Hydra calls the
 task. The child trains, writes the run and prints what a run prints; the parent waits for it and
 exits with its status. Meanwhile the parent, idle, imports the chart side (altair) and starts the
-image processes; at the end the child asks it to draw the charts and write the report from the
-saved run record (a request over the pipe), so neither lands on the child's critical path.
+image processes, once the child says its data has loaded and is small (a notice over the pipe);
+at the end the child asks it to draw the charts and write the report from the saved run record (a
+request over the pipe), so neither lands on the child's critical path. A large data set trains
+without them (~100 MiB per image process): the parent starts them when asked to draw, after the
+child has freed the data.
 
 - Signals: the child has a process group of its own, so a terminal's Ctrl-C reaches the parent
   only, which passes SIGINT and SIGTERM on to the child once it has a job: one Ctrl-C is one
@@ -72,7 +75,10 @@ class Worker:
     def run(self, job: dict, answer: Callable[[dict], dict], prepare: Callable[[], Any] | None = None) -> int | None:
         """Hands `job` (JSON-able) to the child, answers its requests with `answer(request)` until it
         ends, and returns its exit status; None when it declined the job (the caller runs it
-        in-process) or could not take it. `prepare()` runs once the child has the job."""
+        in-process) or could not take it. `prepare()` runs once, at the child's first message: a
+        notice that needs no answer (`notify`, sent when its data has loaded and is small) or its
+        first request. Not sooner: until the child has loaded its data, both CPUs are busy, and
+        what `prepare` starts would be held beside the data."""
         try:
             _send(self._to, {**job, "env": dict(os.environ), "cwd": os.getcwd()})
             reply = _receive(self._from)
@@ -82,12 +88,18 @@ class Worker:
             self.abandon()
             return None
         previous = {s: signal.signal(s, self._forward) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            if prepare is not None:   # not sooner: until the child has its job, both CPUs are busy
+        prepared = prepare is None
+
+        def ready() -> None:
+            nonlocal prepared
+            if not prepared:
+                prepared = True
                 try:
                     prepare()
                 except Exception:   # the child's requests are answered with the error
                     pass
+
+        try:
             while True:
                 try:
                     request = _receive(self._from)
@@ -95,6 +107,9 @@ class Worker:
                     request = None
                 if request is None:
                     break
+                ready()
+                if request.get("notice"):   # nothing to answer ({"notice": "prepare"}: done by ready())
+                    continue
                 try:
                     response = answer(request)
                 except Exception as e:   # the child then does the work itself
@@ -245,5 +260,10 @@ def _child(down: int, up: int, serve: Callable[[dict, Callable[..., dict]], int]
                 meanwhile()
         return _receive(down) or {"error": "the command ended"}
 
+    def notify(what: str) -> None:
+        """Tells the parent `what` ("prepare"), expecting no answer; OSError if it is gone."""
+        _send(up, {"notice": what})
+
+    ask.notify = notify
     code = serve(job, ask)
     raise SystemExit(code)

@@ -140,3 +140,87 @@ def test_a_parquet_file_is_read_a_column_chunk_at_a_time(tmp_path):
     code = PARQUET_POOL.replace("sys.argv[1]", repr(str(tmp_path)))
     before, peak, table = map(int, child(code).split())
     assert peak - before < table * 0.5, (before, peak, table)
+
+
+class _FakeRenderer:
+    """Stands in for compilers.charts.renderer.Renderer: takes no image (each is drawn in-process)."""
+
+    def __init__(self, events):
+        self.events = events
+        events.append("start")
+
+    def submit(self, *args, **kwargs):
+        return False
+
+    def wait(self):
+        return []
+
+    def close(self):
+        if "closed" not in self.__dict__:
+            self.closed = True
+            self.events.append("close")
+
+
+def _watch_training(monkeypatch, events):
+    train_group = loop.train_group
+
+    def train(*args, **kwargs):
+        events.append("train")
+        return train_group(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_group", train)
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_the_image_processes_are_not_held_beside_a_large_split_while_it_trains(tmp_path, monkeypatch, large):
+    events = []
+    monkeypatch.setattr(pipeline, "PRELOAD_AFTER_BYTES", 0 if large else 1 << 40)
+    monkeypatch.setattr(pipeline, "_start_renderer", lambda *a: _FakeRenderer(events))
+    _watch_training(monkeypatch, events)
+    summary = pipeline.run_spec(_png_spec(), tmp_path / "run", Path("."), progress=False)
+    assert summary["status"] == "completed" and (tmp_path / "run" / "charts" / "learning_curves.png").is_file()
+    # a large split: the processes started with the run are closed once the data is loaded, and
+    # started again for the charts, after the data is freed
+    assert events == (["start", "close", "train", "start", "close"] if large else ["start", "train", "close"])
+
+
+def _png_spec():
+    return parse_spec({"name": "mem", "seed": 0,
+                       "data": {"source": "moons", "options": {"n_samples": 300}, "prep": ["standardize"]},
+                       "model": {"layers": [{"dense": 8}, "relu"]},
+                       "train": {"epochs": 2, "batch_size": 32}, "report": {"images": "png"},
+                       "plots": ["learning_curves"]})
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_the_data_is_freed_before_the_charts_and_the_chart_side_is_told_when_to_start(tmp_path, monkeypatch, large):
+    """In `python -m dsl run`'s training process (chart_drawer, chart_preparer set by dsl.worker's
+    job): the command starts its image processes when told (a small split, once loaded) or when
+    asked to draw (a large one); by then the data set is freed."""
+    import weakref
+
+    from compilers.data import load
+
+    events, datasets = [], []
+    load_dataset = load.load_dataset
+
+    def loading(*args, **kwargs):
+        data = load_dataset(*args, **kwargs)
+        datasets.append(weakref.ref(data))
+        return data
+
+    def drawer(run_dir, plan, summary, images, validate, t, t_start, meanwhile=None):
+        events.append("draw")
+        assert [ref() for ref in datasets] == [None], "the data set is still held while the charts are drawn"
+        if meanwhile is not None:
+            meanwhile()
+        return None   # drawn here, then
+
+    monkeypatch.setattr(load, "load_dataset", loading)
+    monkeypatch.setattr(pipeline, "PRELOAD_AFTER_BYTES", 0 if large else 1 << 40)
+    monkeypatch.setattr(pipeline, "chart_drawer", drawer)
+    monkeypatch.setattr(pipeline, "chart_preparer", lambda: events.append("prepare"))
+    _watch_training(monkeypatch, events)
+    summary = pipeline.run_spec(_png_spec(), tmp_path / "run", Path("."), progress=False)
+    assert summary["status"] == "completed" and len(datasets) == 1
+    assert events == (["train", "draw"] if large else ["prepare", "train", "draw"])

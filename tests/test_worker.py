@@ -157,3 +157,46 @@ def test_a_training_process_killed_from_outside_is_reported_by_the_command(tmp_p
     assert proc.returncode == 128 + signal.SIGKILL
     assert err.strip().splitlines()[-1] == f"the training process (pid {trainer}) was ended by SIGKILL"
     assert _none_left("oom")
+
+
+PREPARE = """
+import os, sys, time
+from dsl import worker
+
+worker._PRELOAD = ()
+mode, flag = sys.argv[1], sys.argv[2]
+
+
+def serve(job, ask):
+    if mode == "notice":   # data loaded and small: the command prepares with no request to answer
+        ask.notify("prepare")
+        end = time.time() + 60
+        while not os.path.exists(flag):
+            if time.time() > end:
+                return 3
+            time.sleep(0.01)
+    return 0 if ask({"draw": 1}) == {"prepared": 1} else 4
+
+
+handle = worker.Worker.start(serve)
+log = []
+
+
+def prepare():
+    log.append("prepare")
+    open(flag, "w").close()
+
+
+code = handle.run({}, lambda request: {"prepared": log.count("prepare")}, prepare=prepare)
+print(code, log)
+"""
+
+
+@pytest.mark.parametrize("mode", ["notice", "request"])
+def test_the_command_prepares_its_charts_once_at_the_training_process_s_word(tmp_path, mode):
+    """The image processes and altair start when the training process says its data is loaded and
+    small (a notice, answered by nothing), else when it first asks for something (its charts)."""
+    out = subprocess.run([sys.executable, "-c", PREPARE, mode, str(tmp_path / "prepared")], cwd=ROOT,
+                         env=_env("prepare"), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["0", "['prepare']"]

@@ -263,8 +263,16 @@ def _serve_job(job: dict, ask) -> int:
 
     spec = parse_spec(job["config"])   # resolved and checked by the parent
     pipeline.chart_drawer = functools.partial(_ask_to_draw, ask)
+    pipeline.chart_preparer = functools.partial(_tell, ask.notify, "prepare")
     return _single_run(spec, Path(job["run_dir"]), Path(job["cwd_arg"]), job["t_start"], SourceMap(*job["smap"]),
                        job["overrides"])
+
+
+def _tell(notify, what: str) -> None:
+    try:
+        notify(what)
+    except OSError:   # the command is gone, which ends this process too
+        pass
 
 
 def _ask_to_draw(ask, run_dir: Path, plan, summary: dict, images: str, validate: bool, t_charts: float,
@@ -289,8 +297,9 @@ def _ask_to_draw(ask, run_dir: Path, plan, summary: dict, images: str, validate:
 
 
 class _ParentCharts:
-    """The parent's side of a run trained by `dsl.worker`'s child: while the child trains, it starts
-    the image processes and imports the chart code; then it draws the run's charts and writes its
+    """The parent's side of a run trained by `dsl.worker`'s child: while the child trains (once it
+    has loaded a small data set; a large one, when the child asks for its charts), it starts the
+    image processes and imports the chart code; then it draws the run's charts and writes its
     report from the record the child saved."""
 
     def __init__(self, spec):
