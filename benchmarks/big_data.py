@@ -11,9 +11,12 @@ target) trained by a small MLP, in a child process whose peak memory is measured
     python benchmarks/big_data.py --parts 4            # the table in 4 files, read by a glob pattern
 
 Prints per feed: the CSV's (and the Parquet file's) size, load time (read + split + prep, summary.json's data_s), training
-samples/s, whole-run wall time, test accuracy, and the child's peak RSS against the float32 size of
-the data (the goal: at most 3x), also less the peak of the same run on --baseline-rows rows (what
-a run costs whatever its data: Python, JAX, XLA's compiled programs, charts). Every run starts
+samples/s, whole-run wall time, test accuracy, and memory against the float32 size of the data (the
+goal: at most 3x): the peak RSS of the command's largest process (the training process), also less
+the peak of the same run on --baseline-rows rows (what a run costs whatever its data: Python, JAX,
+XLA's compiled programs, charts), and the whole command's (`command_pss_mib`: the largest sum of
+the PSS of all its processes at once, the command, the training process and the chart-image
+processes, sampled every 10 ms). Every run starts
 with a cold compilation cache; --warm runs each feed a second time on the first run's caches (a
 spec run again: XLA's executables and the stored programs load, nothing compiles).
 """
@@ -26,6 +29,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -46,7 +50,7 @@ train:
   batch_size: 1024
   optimizer: {{name: adam, lr: 1.0e-3}}
   metrics: [accuracy]
-report: {{images: none}}
+report: {{images: {images}}}
 plots: [learning_curves]
 """
 
@@ -128,9 +132,53 @@ def apart(fn, *args) -> None:
         raise SystemExit(f"{fn.__name__} failed (exit status {p.exitcode})")
 
 
-def run(spec: Path, work: Path, name: str, overrides: list[str]) -> tuple[dict, float, int]:
-    """(summary.json, wall seconds, peak RSS bytes) of one child run; the peak is the child's own
-    (os.wait4), not the largest of all children so far."""
+def _tree(pid: int) -> list[int]:
+    """pid and its descendants (Linux: /proc/PID/task/TID/children)."""
+    found = [pid]
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                for child in f.read().split():
+                    found += _tree(int(child))
+    except OSError:   # ended meanwhile
+        pass
+    return found
+
+
+def _pss(pid: int) -> int:
+    """A process's proportional set size in bytes (its private pages, and its share of those it
+    shares with others), 0 once it has ended."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class TreeMemory(threading.Thread):
+    """The largest sum, over the command and every process it started (the training process, the
+    chart-image processes), of their PSS, sampled every `every` seconds: what the whole command
+    holds at once. A peak shorter than a sample can be missed; the largest single process's peak
+    (the kernel's, from wait4) is exact."""
+
+    def __init__(self, pid: int, every: float = 0.01):
+        super().__init__(daemon=True)
+        self.pid, self.every, self.peak, self.stop = pid, every, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.peak = max(self.peak, sum(_pss(p) for p in _tree(self.pid)))
+            self.stop.wait(self.every)
+
+
+def run(spec: Path, work: Path, name: str, overrides: list[str]) -> tuple[dict, float, int, int]:
+    """(summary.json, wall seconds, peak RSS bytes, peak summed PSS bytes) of one run of the
+    command. The peak RSS is the largest of its processes' own (os.wait4: the command, and the
+    descendants it waited for), not of all children so far; the PSS is summed over the command's
+    processes at once (sampled; `TreeMemory`)."""
     env = {**os.environ, "DSL_CACHE_DIR": str(work / "cache"), "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
     run_dir = work / name
     log = work / f"{name}.log"
@@ -138,12 +186,18 @@ def run(spec: Path, work: Path, name: str, overrides: list[str]) -> tuple[dict, 
     with open(log, "w") as out:
         child = subprocess.Popen([sys.executable, "-m", "dsl", "run", f"conf={spec}", f"hydra.run.dir={run_dir}",
                                   *overrides], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(child.pid, 0)
+        tree = TreeMemory(child.pid)
+        tree.start()
+        try:
+            _, status, usage = os.wait4(child.pid, 0)
+        finally:
+            tree.stop.set()
+            tree.join()
     wall = time.perf_counter() - t
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise SystemExit(log.read_text()[-3000:])
-    return json.loads((run_dir / "summary.json").read_text()), wall, usage.ru_maxrss * 1024   # Linux: KiB
+    return json.loads((run_dir / "summary.json").read_text()), wall, usage.ru_maxrss * 1024, tree.peak   # KiB
 
 
 def main() -> None:
@@ -159,6 +213,8 @@ def main() -> None:
                     help="the file the runs read: the CSV, or the same table as Parquet (written beside it)")
     ap.add_argument("--text", action="store_true",
                     help="add a text column (5 cities, one_hot), 1%% gaps in x0 (impute) and string labels")
+    ap.add_argument("--images", choices=["auto", "none", "png", "svg", "both"], default="auto",
+                    help="report.images of the runs (auto: PNGs, as a spec that does not say)")
     ap.add_argument("--warm", action="store_true", help="also run each feed a second time, its caches warm")
     ap.add_argument("--parts", type=int, default=1,
                     help="cut the file into this many (part-1 ... part-K) and read them by a glob pattern")
@@ -188,7 +244,7 @@ def main() -> None:
             print(f"cut it into {len(files)} files ({file_bytes / 2**20:,.0f} MiB)", flush=True)
             source = work / "parts" / f"part-*{source.suffix}"
         spec = work / "big.yaml"
-        spec.write_text(SPEC.format(source=source, epochs=args.epochs, prep=prep))
+        spec.write_text(SPEC.format(source=source, epochs=args.epochs, prep=prep, images=args.images))
         data_bytes = args.rows * (args.cols + 1 + args.text) * 4     # every column of the file as float32
         base = 0
         if args.baseline_rows:
@@ -200,15 +256,15 @@ def main() -> None:
             if args.format == "parquet":
                 apart(write_parquet, small, work / "small.parquet")
                 small = work / "small.parquet"
-            (work / "small.yaml").write_text(SPEC.format(source=small, epochs=args.epochs, prep=prep))
-            _, _, base = run(work / "small.yaml", work, "small", [])
+            (work / "small.yaml").write_text(SPEC.format(source=small, epochs=args.epochs, prep=prep, images=args.images))
+            _, _, base, base_pss = run(work / "small.yaml", work, "small", [])
         feeds = ["device", "chunks"] if args.feed == "both" else [args.feed]
         results = []
         for feed in feeds:
             overrides = [f"train.feed={feed}"]
             if feed == "chunks" and args.chunk_rows:
                 overrides.append(f"train.chunk_rows={args.chunk_rows}")
-            summary, wall, peak = run(spec, work, f"run_{feed}", overrides)
+            summary, wall, peak, pss = run(spec, work, f"run_{feed}", overrides)
             times = summary["times"]
             n_train = summary["data"]["sizes"]["train"]
             train_s = max(times["train_s"] - times.get("compile_s", 0.0), 1e-9)
@@ -221,15 +277,18 @@ def main() -> None:
                       "train_s": times["train_s"], "samples_per_s_after_first_epoch": round(rate),
                       "wall_s": round(wall, 1), "peak_rss_mib": round(peak / 2**20, 1),
                       "peak_over_float32": round(peak / data_bytes, 2),
+                      "command_pss_mib": round(pss / 2**20, 1), "command_pss_over_float32": round(pss / data_bytes, 2),
                       "test_accuracy": summary["metrics"]["test"]["accuracy"]}
             if base:
-                result.update(baseline_peak_mib=round(base / 2**20, 1),
+                result.update(baseline_peak_mib=round(base / 2**20, 1), baseline_command_pss_mib=round(base_pss / 2**20, 1),
                               peak_less_baseline_over_float32=round((peak - base) / data_bytes, 2))
             if args.warm:   # the same run again: XLA's cache and the stored programs hit, nothing compiles
-                summary, wall, peak = run(spec, work, f"run_{feed}_warm", overrides)
+                summary, wall, peak, pss = run(spec, work, f"run_{feed}_warm", overrides)
                 result["warm"] = {"wall_s": round(wall, 1), "load_s": summary["times"]["data_s"],
                                   "compile_s": summary["times"].get("compile_s"),
                                   "peak_rss_mib": round(peak / 2**20, 1), "peak_over_float32": round(peak / data_bytes, 2),
+                                  "command_pss_mib": round(pss / 2**20, 1),
+                                  "command_pss_over_float32": round(pss / data_bytes, 2),
                                   "programs": summary.get("programs")}
             results.append(result)
             print(json.dumps(result, indent=1), flush=True)
