@@ -33,8 +33,8 @@ import struct
 import sys
 from typing import Any, Callable
 
-# what a run imports before it trains (pandas: the data's tables; the spec arrives parsed, so no
-# omegaconf, and the charts are the command's, so no altair)
+# what a run imports before it trains (pandas: the data's tables, unless they are a large numeric
+# file; the spec arrives parsed, so no omegaconf, and the charts are the command's, so no altair)
 _PRELOAD = ("jax", "jax.numpy", "flax.linen", "optax", "pandas", "compilers.pipeline", "compilers.plan",
             "compilers.data.load", "compilers.train.loop", "compilers.train.step")
 
@@ -50,10 +50,12 @@ class Worker:
         self.pid, self._to, self._from = pid, to_child, from_child
 
     @classmethod
-    def start(cls, serve: Callable[[dict, Callable[..., dict]], int]) -> "Worker | None":
+    def start(cls, serve: Callable[[dict, Callable[..., dict]], int],
+              lean: Callable[[], bool] | None = None) -> "Worker | None":
         """Forks the child; in the parent, returns the handle (None if the fork failed). In the child
-        this call does not return: it preloads, runs `serve(job, ask)` (`ask(request)` -> the parent's
-        answer) and leaves by SystemExit."""
+        this call does not return: it preloads (not pandas when `lean()` says so: a large numeric
+        file, which the columnar loader reads without it), runs `serve(job, ask)` (`ask(request)` ->
+        the parent's answer) and leaves by SystemExit."""
         down_r, down_w = os.pipe()
         up_r, up_w = os.pipe()
         sys.stdout.flush()
@@ -67,7 +69,7 @@ class Worker:
         if pid == 0:
             os.close(down_w)
             os.close(up_r)
-            _child(down_r, up_w, serve)   # raises SystemExit or exits
+            _child(down_r, up_w, serve, lean)   # raises SystemExit or exits
         os.close(down_r)
         os.close(up_w)
         return cls(pid, down_w, up_r)
@@ -201,7 +203,8 @@ def _die_with_parent() -> None:
         pass
 
 
-def _child(down: int, up: int, serve: Callable[[dict, Callable[..., dict]], int]) -> None:
+def _child(down: int, up: int, serve: Callable[[dict, Callable[..., dict]], int],
+           lean: Callable[[], bool] | None = None) -> None:
     parent = os.getppid()
     try:
         os.setpgid(0, 0)           # the terminal's Ctrl-C goes to the parent, which passes it on
@@ -223,7 +226,10 @@ def _child(down: int, up: int, serve: Callable[[dict, Callable[..., dict]], int]
     # the preload made is then frozen: later collections leave it alone.
     gc.disable()
     try:
+        skip = {"pandas"} if lean is not None and lean() else set()
         for name in _PRELOAD:
+            if name in skip:
+                continue
             try:
                 importlib.import_module(name)
             except Exception:   # the job imports it again and reports what is wrong

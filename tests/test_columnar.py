@@ -55,6 +55,20 @@ def both(data: dict, cwd: Path, **top):
     return out
 
 
+def same_raw_sample(lean, frame):
+    """The raw rows the data charts draw (the record's `data_sample`) are the same from both paths."""
+    from compilers.train.probes import data_sample
+
+    a, b = data_sample(lean)["raw"], data_sample(frame)["raw"]
+    assert list(a) == list(b)
+    for c in a:
+        assert a[c].dtype == b[c].dtype, c
+        if a[c].dtype.kind == "f":
+            np.testing.assert_allclose(a[c], b[c], rtol=1e-6, equal_nan=True)
+        else:
+            assert np.array_equal(a[c], b[c]), c
+
+
 NUMERIC = ["a", "b", "c", "flag", "big", "level"]
 PREPS = [
     ["impute", "standardize"],
@@ -87,7 +101,8 @@ def test_same_dataset_as_the_frame_path(files, source, prep):
             else:
                 assert value == sb["state"][key]
     json.dumps(a)                                                    # prep.json stays plain JSON
-    pd.testing.assert_frame_equal(lean.raw.reset_index(drop=True), frame.raw.reset_index(drop=True),
+    same_raw_sample(lean, frame)
+    pd.testing.assert_frame_equal(lean.raw.to_frame().reset_index(drop=True), frame.raw.reset_index(drop=True),
                                   check_dtype=False, rtol=1e-6)
 
 
@@ -126,7 +141,8 @@ def test_one_hot_text_columns_give_the_frame_paths_dataset(files, source, featur
             else:
                 assert value == sb["state"][key], (sa["kind"], key)
     json.dumps(a)
-    pd.testing.assert_frame_equal(lean.raw.reset_index(drop=True), frame.raw.reset_index(drop=True),
+    same_raw_sample(lean, frame)
+    pd.testing.assert_frame_equal(lean.raw.to_frame().reset_index(drop=True), frame.raw.reset_index(drop=True),
                                   check_dtype=False, rtol=1e-6)
 
 
@@ -277,3 +293,86 @@ def test_the_loader_tells_the_rows_read_so_far(tmp_path, monkeypatch):
     data = load_dataset(spec({"source": "t.csv", "target": "y"}), tmp_path, on_rows=heard.append)
     assert len(heard) > 3 and heard == sorted(heard) and heard[-1] == 3000
     assert sum(data.sizes().values()) == 3000
+
+
+@pytest.fixture(scope="module")
+def targets(tmp_path_factory):
+    """A column of each type a target may be, as a CSV and as a Parquet file."""
+    root = tmp_path_factory.mktemp("targets")
+    n = 240
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"x0": rng.normal(size=n), "x1": rng.normal(size=n)})
+    frame["ints"] = rng.integers(0, 3, n)
+    frame["gappy"] = pd.array(rng.integers(5, 8, n), dtype="Int64")
+    frame.loc[rng.choice(n, 12, replace=False), "gappy"] = pd.NA                # integers with gaps
+    frame["whole"] = rng.integers(0, 4, n).astype(np.float64) * 10              # 0.0, 10.0, ...: "0", "10"
+    frame["halves"] = rng.integers(0, 4, n) / 2                                 # 0.5 steps: regression
+    frame["f32"] = rng.normal(size=n).astype(np.float32)
+    frame["f32classes"] = (rng.integers(0, 3, n) / 4).astype(np.float32)      # 0.25 as float32
+    frame["words"] = rng.choice(["cat", "dog", "10", "9"], n).astype(object)
+    frame.loc[rng.choice(n, 7, replace=False), "words"] = None
+    frame["pets"] = rng.choice(["cat", "dog", "Ant"], n)                          # no gaps; "None" would sort among them
+    frame["flag"] = rng.random(n) > 0.4
+    frame["huge"] = rng.choice([2**62, 2**62 + 1, 7], n)
+    frame["one"] = "only"
+    frame.to_csv(root / "t.csv", index=False)
+    frame.to_parquet(root / "t.parquet")
+    return root
+
+
+TARGETS = [
+    ("ints", {}), ("gappy", {"prep": [{"drop_na": ["target"]}]}), ("whole", {}), ("halves", {}),
+    ("halves", {"task": "classification"}), ("f32", {}), ("f32classes", {"task": "classification"}),
+    ("words", {"prep": [{"drop_na": ["target"]}]}), ("pets", {}), ("flag", {}), ("flag", {"task": "regression"}),
+    ("huge", {}), ("huge", {"task": "regression"}), ("ints", {"split": {"stratify": False}}),
+]
+
+
+@pytest.mark.parametrize("source", ["t.csv", "t.parquet"])
+@pytest.mark.parametrize("target,extra", TARGETS, ids=[f"{t}-{'-'.join(map(str, e.values())) or 'plain'}"[:40]
+                                                        for t, e in TARGETS])
+def test_every_kind_of_target_gives_the_frame_paths_dataset_without_pandas(targets, source, target, extra):
+    """The columnar loader reads the target through pyarrow (`ArrowTarget`), not a pandas Series:
+    the same task, classes, labels, split and raw rows as the frame path, for each type."""
+    data = {"source": source, "target": target, "features": ["x0", "x1"], **extra}
+    top = {"task": data.pop("task")} if "task" in data else {}
+    lean, frame = both(data, targets, **top)
+    assert not isinstance(lean, Exception) and not isinstance(frame, Exception), (lean, frame)
+    assert lean.task == frame.task and lean.class_names == frame.class_names
+    for k in frame.y:
+        assert lean.y[k].dtype == frame.y[k].dtype and np.array_equal(lean.y[k], frame.y[k], equal_nan=True), k
+        assert np.array_equal(lean.x[k], frame.x[k])
+    same_raw_sample(lean, frame)
+
+
+@pytest.mark.parametrize("source", ["t.csv", "t.parquet"])
+@pytest.mark.parametrize("target,extra", [("words", {"task": "regression"}), ("one", {}), ("gappy", {}),
+                                          ("words", {})], ids=["text_regression", "one_class", "gaps", "text_gaps"])
+def test_a_bad_target_gives_the_frame_paths_error(targets, source, target, extra):
+    data = {"source": source, "target": target, "features": ["x0", "x1"]}
+    lean, frame = both(data, targets, **extra)
+    assert isinstance(lean, DataError) and isinstance(frame, DataError), (lean, frame)
+    assert str(lean) == str(frame)
+
+
+def test_a_numeric_file_loads_without_pandas(files):
+    code = f"""
+import sys
+from pathlib import Path
+from compilers.data.load import load_dataset
+from dsl.parse import parse_spec
+from compilers.train.probes import data_sample
+
+for target, prep in (("y", ["impute", "standardize"]), ("c", ["impute"])):
+    data = load_dataset(parse_spec({{"data": {{"source": "t.parquet", "target": target, "features": ["a", "b", "flag"],
+                                            "prep": prep}}, "model": {{"layers": [{{"dense": 4}}]}}}}), Path({str(files)!r}))
+    assert list(data_sample(data)["raw"]) == ["a", "b", "flag", target]
+print("pandas" in sys.modules)
+"""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False"]

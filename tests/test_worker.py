@@ -200,3 +200,41 @@ def test_the_command_prepares_its_charts_once_at_the_training_process_s_word(tmp
                          env=_env("prepare"), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["0", "['prepare']"]
+
+
+LEAN = """
+import sys
+from dsl import worker
+
+worker._PRELOAD = ("pandas",)
+handle = worker.Worker.start(lambda job, ask: 10 + ("pandas" in sys.modules), lean=lambda: sys.argv[1] == "lean")
+print(handle.run({}, lambda request: {}))
+"""
+
+
+@pytest.mark.parametrize("lean", ["lean", "usual"])
+def test_the_training_process_does_not_preload_pandas_for_a_large_numeric_file(lean):
+    out = subprocess.run([sys.executable, "-c", LEAN, lean], cwd=ROOT, env=_env("lean"), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == (["10"] if lean == "lean" else ["11"])
+
+
+def test_which_runs_read_a_large_file(tmp_path, monkeypatch):
+    from dsl.commands import run
+
+    monkeypatch.setattr(run, "LARGE_FILE_BYTES", 1000)
+    (tmp_path / "big.csv").write_text("a,y\n" + "1.5,0\n" * 200)          # 1,204 bytes
+    (tmp_path / "small.csv").write_text("a,y\n1.5,0\n")
+    (tmp_path / "parts").mkdir()
+    for i in range(3):
+        (tmp_path / "parts" / f"p-{i}.parquet").write_bytes(b"x" * 400)    # 1,200 bytes together
+    spec = tmp_path / "s.yaml"
+    spec.write_text("data: {source: big.csv, target: y}\nmodel: {layers: [{dense: 2}]}\n")
+    assert run.reads_a_large_file([f"conf={spec}"], tmp_path)
+    assert not run.reads_a_large_file([f"conf={spec}", "data.source=small.csv"], tmp_path)
+    assert run.reads_a_large_file([f"conf={spec}", "data.source='parts/p-*.parquet'"], tmp_path)
+    assert not run.reads_a_large_file([f"conf={spec}", "data.source=iris"], tmp_path)
+    assert not run.reads_a_large_file([f"conf={spec}", "data.source=${vars.file}"], tmp_path)
+    assert not run.reads_a_large_file(["conf=missing.yaml"], tmp_path)
+    assert not run.reads_a_large_file([f"conf={IRIS}"], tmp_path)

@@ -43,6 +43,27 @@ class Table:
 
 
 @dataclass
+class Columns:
+    """A small table as NumPy columns (`columns` in order, `values` by name, the rows' `index`): the
+    raw rows the data charts draw, where the columnar loader read the data without pandas. Each
+    column holds what `DataFrame[c].to_numpy()` would: float64 numbers, strings with NaN for a gap."""
+    columns: list[str]
+    values: dict[str, np.ndarray]
+    index: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def column(self, name: str) -> np.ndarray:
+        return self.values[name]
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame({c: self.values[c] for c in self.columns}, index=self.index)
+
+
+@dataclass
 class Dataset:
     task: str                                   # "classification" | "regression"
     feature_names: list[str]                    # after prep (one_hot expands columns)
@@ -52,10 +73,11 @@ class Dataset:
     #                                             (float32 is exact only up to 2**24; ids stay integers)
     y: dict[str, np.ndarray]                    # int32 [n] class index, or float32 [n] (regression)
     input_shape: tuple[int, ...]                # one example's shape
-    raw: Any = None                             # pandas.DataFrame before prep (features + target): the
+    raw: Any = None                             # the table before prep (features + target): the
     #                                             whole table up to RAW_SAMPLE_ROWS rows, else that many
-    #                                             evenly spaced rows (what the data charts draw);
-    #                                             None for array data (npz, image folders)
+    #                                             evenly spaced rows (what the data charts draw); a
+    #                                             pandas.DataFrame, or `Columns` from the columnar
+    #                                             loader; None for array data (npz, image folders)
     target: str = ""                            # target column name
     prep_state: list[dict] = field(default_factory=list)  # JSON-able fitted state per prep step
     description: str = ""

@@ -23,8 +23,8 @@ from typing import Sequence
 import numpy as np
 
 from compilers.data.dataset import RAW_SAMPLE_ROWS, Dataset, Table
-from compilers.data.prep import (IMAGE_ONLY, PrepContext, class_codes, describe_dtype, is_numeric, label_strings,
-                                  natural_sorted)
+from compilers.data.prep import (IMAGE_ONLY, CodedLabels, PrepContext, class_codes, describe_dtype, is_numeric,
+                                  label_strings, natural_sorted)
 from compilers.data.sources import SourceContext
 from compilers.data.split import SPLITS, split_indices
 from dsl.errors import DataError, did_you_mean
@@ -68,12 +68,49 @@ def infer_task(series) -> str:
 
     if pd.api.types.is_bool_dtype(series.dtype) or not is_numeric(series):
         return "classification"
-    values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    return task_of_numbers(series.to_numpy(dtype=np.float64, na_value=np.nan))
+
+
+def task_of_numbers(values: np.ndarray) -> str:
+    """classification for whole numbers of few values (gaps and infinities aside), else regression."""
     values = values[np.isfinite(values)]
     integral = bool(np.all(values == np.round(values)))
     if integral and len(np.unique(values)) <= MAX_INFERRED_CLASSES:
         return "classification"
     return "regression"
+
+
+class SeriesTarget:
+    """The target column as a pandas Series: what `classes_and_split` asks of a target column (the
+    columnar loader has its own for the types most files hold, `columnar.ArrowTarget`)."""
+
+    def __init__(self, series):
+        self.series = series
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def missing(self) -> np.ndarray:
+        return np.asarray(self.series.isna())
+
+    def inferred_task(self) -> str:
+        return infer_task(self.series.dropna())
+
+    def numeric(self) -> bool:
+        return is_numeric(self.series)
+
+    def described(self) -> str:
+        return describe_dtype(self.series)
+
+    def labels(self) -> np.ndarray:
+        """As strings (an object array; a gap is None): `label_strings`."""
+        return label_strings(self.series).to_numpy(dtype=object)
+
+    def floats(self, dtype) -> np.ndarray:
+        return self.series.to_numpy(dtype=dtype, na_value=np.nan)
+
+    def take(self, rows) -> np.ndarray:
+        return self.series.iloc[rows].to_numpy()
 
 
 def _target(spec, table: Table, columns: list[str]) -> str:
@@ -106,16 +143,16 @@ def _features(spec, target: str, columns: list[str]) -> list[str]:
     return seen
 
 
-def _task(spec, table: Table, target: str, series) -> str:
+def _task(spec, table: Table, target: str, column) -> str:
     if spec.task is not None:
         task = spec.task
     elif table.task is not None and target == table.target:
         task = table.task
     else:
-        task = infer_task(series.dropna())
-    if task == "regression" and (not is_numeric(series)):
+        task = column.inferred_task()
+    if task == "regression" and not column.numeric():
         raise DataError("task", f"regression needs a numeric target, but '{target}' holds "
-                                f"{describe_dtype(series)}; set task: classification")
+                                f"{column.described()}; set task: classification")
     return task
 
 
@@ -259,30 +296,32 @@ def _text_features(spec, table: Table, target: str, columns: list[str], step) ->
     return text
 
 
-def classes_and_split(spec, table: Table, target: str, series, columns: list[str]):
-    """(task, labels, class_names, split index) from the raw target column `series` (every row).
+def classes_and_split(spec, table: Table, target: str, column, columns: list[str]):
+    """(task, labels, class_names, split index) from the raw target column (every row): `column` a
+    `SeriesTarget`, or the columnar loader's `ArrowTarget`.
 
-    `labels`: the target as strings (an object Series; classification) or None. Shared by the frame
-    path below and the columnar one (`columnar.py`), so both raise the same errors."""
+    `labels`: the target as strings (an object array, a gap None, or `CodedLabels`; classification)
+    or None. Shared by the frame path below and the columnar one (`columnar.py`), so both raise the
+    same errors."""
     data = spec.data
-    task = _task(spec, table, target, series)
-    missing = int(series.isna().sum())
+    task = _task(spec, table, target, column)
+    missing = int(column.missing().sum())
     if missing and not _drops_target(data.prep, target, columns):
-        raise DataError("data.target", f"{missing} row{'s' if missing != 1 else ''} of {len(series)} have no value "
+        raise DataError("data.target", f"{missing} row{'s' if missing != 1 else ''} of {len(column)} have no value "
                                        f"for the target '{target}'; add `drop_na: {{columns: [{target}]}}` "
                                        "to data.prep to drop them")
     labels = None
     class_names = None
     if task == "classification":
-        labels = label_strings(series)
-        class_names = natural_sorted(set(labels.dropna()))
+        labels = column.labels()
+        class_names = natural_sorted(labels.distinct() if isinstance(labels, CodedLabels)
+                                     else {label for label in set(labels) if label is not None})
         if len(class_names) < 2:
             only = f" ('{class_names[0]}')" if class_names else ""
             raise DataError("data.target", f"classification needs at least two classes; '{target}' has "
                                            f"{len(class_names)}{only}")
     seed = data.split.seed if data.split.seed is not None else spec.seed
-    index = split_indices(len(series), None if labels is None else labels.to_numpy(dtype=object),
-                          data.split, seed, task == "classification")
+    index = split_indices(len(column), labels, data.split, seed, task == "classification")
     return task, labels, class_names, index
 
 
@@ -325,7 +364,7 @@ def load_dataset(spec, cwd: Path, *, columnar: bool = True, on_rows=None) -> Dat
         features = _features(spec, target, columns)
     raw = frame[features + [target]].reset_index(drop=True)
     del frame, table.frame          # no lingering reference to the source's whole table
-    task, labels, class_names, index = classes_and_split(spec, table, target, raw[target], columns)
+    task, labels, class_names, index = classes_and_split(spec, table, target, SeriesTarget(raw[target]), columns)
     frames = {name: raw.iloc[index[name]].reset_index(drop=True) for name in SPLITS}
     raw = raw.iloc[sample_rows(len(raw))]     # what the data charts draw; the whole table is let go
     frames, states = fit_prep(data.prep, frames, target)

@@ -110,13 +110,49 @@ def label_strings(series) -> "Any":
     import pandas as pd
 
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    names = np.array(label_names(uniques, pd.api.types.is_float_dtype(series.dtype)) + [None], dtype=object)
+    return pd.Series(names[codes], index=series.index, dtype=object)   # code -1 -> the trailing None
+
+
+def label_names(uniques, floating: bool) -> list[str]:
+    """The strings of a column's distinct values (no gaps among them) as `label_strings` names them;
+    `floating`: the column holds floats, and whole numbers lose their '.0'."""
     values = list(uniques)
-    if pd.api.types.is_float_dtype(series.dtype):
+    if floating:
         v = np.asarray(values, dtype=np.float64)
         if v.size and np.all(np.isfinite(v)) and np.all(v == np.round(v)) and np.all(np.abs(v) < 2**53):
             values = [int(x) for x in v]
-    names = np.array([str(u) for u in values] + [None], dtype=object)
-    return pd.Series(names[codes], index=series.index, dtype=object)   # code -1 -> the trailing None
+    return [str(u) for u in values]
+
+
+class CodedLabels:
+    """Class labels held as codes into their distinct strings (`names`; -1: a gap), as the columnar
+    loader reads a target (`columnar.ArrowTarget`), so that `class_codes` and the stratified split
+    need not hash a million Python strings (pandas, which the loader does not import). `np.asarray`
+    gives the labels themselves, None for a gap."""
+
+    def __init__(self, codes: np.ndarray, names: list[str]):
+        merged: dict[str, int] = {}        # two values may name one label (0.0 and -0.0 both "0")
+        table = np.array([merged.setdefault(name, len(merged)) for name in names] + [-1], dtype=np.int64)
+        self.codes, self.names = table[codes], list(merged)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __iter__(self):
+        return iter(self.__array__())
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return np.array(self.names + [None], dtype=object)[self.codes]
+
+    def __getitem__(self, rows) -> "CodedLabels":
+        coded = CodedLabels.__new__(CodedLabels)
+        coded.codes, coded.names = self.codes[rows], self.names
+        return coded
+
+    def distinct(self) -> set[str]:
+        """The labels that occur (gaps aside)."""
+        return {self.names[k] for k in np.unique(self.codes) if k >= 0}
 
 
 def class_codes(labels, class_names) -> np.ndarray:
@@ -124,10 +160,13 @@ def class_codes(labels, class_names) -> np.ndarray:
     one. What `pd.Categorical(labels, categories=class_names).codes` gives, but pandas 3 matches
     object labels through its arrow-backed strings, a new Python string per row (~50 MB per million),
     and pandas 4 will refuse a label that is not one of the categories."""
-    import pandas as pd
-
-    inverse, uniques = pd.factorize(np.asarray(labels, dtype=object))     # a missing label: -1
     position = {name: i for i, name in enumerate(class_names)}
+    if isinstance(labels, CodedLabels):
+        inverse, uniques = labels.codes, labels.names
+    else:
+        import pandas as pd
+
+        inverse, uniques = pd.factorize(np.asarray(labels, dtype=object))     # a missing label: -1
     table = np.array([position.get(u, -1) for u in uniques] + [-1], dtype=np.int32)
     return table[inverse]
 

@@ -226,12 +226,14 @@ GRID = 80              # decision-boundary grid points per axis
 def data_sample(data) -> dict:
     """Raw and prepared table rows for the data charts (tables only), sampled evenly."""
     out: dict = {}
+    from compilers.data.dataset import Columns
+
     raw = getattr(data, "raw", None)
     if raw is not None and hasattr(raw, "columns"):
         pick = np.unique(np.linspace(0, len(raw) - 1, min(SAMPLE_ROWS, len(raw))).astype(int))
         cols = {}
         for c in raw.columns:
-            v = raw[c].to_numpy()[pick]
+            v = (raw.column(c) if isinstance(raw, Columns) else raw[c].to_numpy())[pick]
             try:
                 cols[str(c)] = np.asarray(v, dtype=np.float64)
             except (TypeError, ValueError):
