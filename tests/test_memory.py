@@ -78,11 +78,11 @@ def test_checkpoints_import_orbax_at_the_first_save(tmp_path):
     assert (tmp_path / "checkpoints").is_dir()    # made by the manager, as before
 
 
-def tiny_spec():
+def tiny_spec(images: str = "none"):
     return parse_spec({"name": "mem", "seed": 0,
                        "data": {"source": "moons", "options": {"n_samples": 300}, "prep": ["standardize"]},
                        "model": {"layers": [{"dense": 8}, "relu"]},
-                       "train": {"epochs": 2, "batch_size": 32}, "report": {"images": "none"},
+                       "train": {"epochs": 2, "batch_size": 32}, "report": {"images": images},
                        "plots": ["learning_curves"]})
 
 
@@ -177,19 +177,11 @@ def test_the_image_processes_are_not_held_beside_a_large_split_while_it_trains(t
     monkeypatch.setattr(pipeline, "PRELOAD_AFTER_BYTES", 0 if large else 1 << 40)
     monkeypatch.setattr(pipeline, "_start_renderer", lambda *a: _FakeRenderer(events))
     _watch_training(monkeypatch, events)
-    summary = pipeline.run_spec(_png_spec(), tmp_path / "run", Path("."), progress=False)
+    summary = pipeline.run_spec(tiny_spec("png"), tmp_path / "run", Path("."), progress=False)
     assert summary["status"] == "completed" and (tmp_path / "run" / "charts" / "learning_curves.png").is_file()
     # a large split: the processes started with the run are closed once the data is loaded, and
     # started again for the charts, after the data is freed
     assert events == (["start", "close", "train", "start", "close"] if large else ["start", "train", "close"])
-
-
-def _png_spec():
-    return parse_spec({"name": "mem", "seed": 0,
-                       "data": {"source": "moons", "options": {"n_samples": 300}, "prep": ["standardize"]},
-                       "model": {"layers": [{"dense": 8}, "relu"]},
-                       "train": {"epochs": 2, "batch_size": 32}, "report": {"images": "png"},
-                       "plots": ["learning_curves"]})
 
 
 @pytest.mark.parametrize("large", [False, True])
@@ -221,6 +213,6 @@ def test_the_data_is_freed_before_the_charts_and_the_chart_side_is_told_when_to_
     monkeypatch.setattr(pipeline, "chart_drawer", drawer)
     monkeypatch.setattr(pipeline, "chart_preparer", lambda: events.append("prepare"))
     _watch_training(monkeypatch, events)
-    summary = pipeline.run_spec(_png_spec(), tmp_path / "run", Path("."), progress=False)
+    summary = pipeline.run_spec(tiny_spec("png"), tmp_path / "run", Path("."), progress=False)
     assert summary["status"] == "completed" and len(datasets) == 1
     assert events == (["train", "draw"] if large else ["prepare", "train", "draw"])

@@ -219,7 +219,8 @@ def _codes_of(column, lookup: dict) -> np.ndarray:
 
 def _read(spec, reader: _Reader, table: Table):
     """(features, target, blocks [rows_b, F'] float32 F-ordered (the numeric features), starts,
-    target Series, shift, text: {column: (int32 codes [n], its strings)})."""
+    the target column (`ArrowTarget`, or `load.SeriesTarget` for rarer types), shift, text:
+    {column: (int32 codes [n], its strings)})."""
     import pyarrow as pa
 
     from compilers.data.load import _features, _target
@@ -331,10 +332,8 @@ class ArrowTarget:
 
         self.n = len(chunked)
         if pa.types.is_string(chunked.type) or pa.types.is_large_string(chunked.type):
-            encoded = chunked.combine_chunks().dictionary_encode() if self.n else None
-            self.values = None
-            self.codes = _codes(encoded.indices) if encoded is not None else np.zeros(0, np.int64)
-            self.strings = encoded.dictionary.to_pylist() if encoded is not None else []
+            encoded = chunked.combine_chunks().dictionary_encode()
+            self.values, self.codes, self.strings = None, _codes(encoded.indices), encoded.dictionary.to_pylist()
         else:
             self.values = _numpy(chunked)      # integers with gaps: float64, NaN
 
@@ -423,14 +422,11 @@ def _numpy(array) -> np.ndarray:
     out = np.float64 if gaps and dtype.kind in "iu" else dtype
     parts = []
     for chunk in chunks:
-        n, data = len(chunk), chunk.buffers()[1]
         if dtype == bool:
-            bits = np.unpackbits(np.frombuffer(data, np.uint8), count=chunk.offset + n, bitorder="little")
-            values = bits[chunk.offset:].astype(bool)
-        elif data is None:
-            values = np.zeros(n, dtype)
+            bits = np.frombuffer(chunk.buffers()[1], np.uint8)
+            values = np.unpackbits(bits, count=chunk.offset + len(chunk), bitorder="little")[chunk.offset:].astype(bool)
         else:
-            values = np.frombuffer(data, dtype, count=n, offset=chunk.offset * dtype.itemsize)
+            values = _numpy_values(chunk)
         valid = _valid(chunk)
         if valid is not None:
             values = values.astype(out)
@@ -451,7 +447,7 @@ def _codes(indices) -> np.ndarray:
 
 
 def _numpy_values(array) -> np.ndarray:
-    """An integer array's values, gaps left as whatever the buffer holds there."""
+    """A numeric array's values (read-only, its own memory), gaps left as whatever the buffer holds there."""
     dtype = _numpy_dtype(array.type)
     data = array.buffers()[1]
     if data is None:
