@@ -376,3 +376,26 @@ print("pandas" in sys.modules)
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["False"]
+
+
+@pytest.mark.parametrize("kind", ["int8", "int16", "int32", "int64", "uint8", "uint32", "uint64", "float32",
+                                  "float64", "bool"])
+def test_arrow_columns_read_from_their_buffers_equal_pyarrows_own_conversion(kind):
+    """`columnar._numpy` reads a column's buffers (pyarrow's `to_numpy` imports pandas): the same
+    values and type as `to_numpy(zero_copy_only=False)`, for slices (an offset into the buffers),
+    gaps, and columns of several chunks."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 100, 301).astype(kind) if kind != "bool" else rng.random(301) > 0.5
+    whole = pa.array(values)
+    gappy = pa.array(values, mask=rng.random(301) < 0.2)
+    cases = [whole, whole.slice(13, 200), pa.chunked_array([whole.slice(0, 7), whole.slice(7)])]
+    if kind != "bool":     # booleans with gaps take the frame path
+        cases += [gappy, gappy.slice(5, 101), pa.chunked_array([whole.slice(0, 50), gappy.slice(50, 99)])]
+    for array in cases:
+        expected = array.to_numpy() if isinstance(array, pa.ChunkedArray) else array.to_numpy(zero_copy_only=False)
+        got = columnar._numpy(array)
+        assert got.dtype == expected.dtype and np.array_equal(got, expected, equal_nan=got.dtype.kind == "f")
+    indices = pa.array(rng.integers(0, 5, 64).astype(np.int32), mask=rng.random(64) < 0.3).slice(3)
+    assert np.array_equal(columnar._codes(indices), indices.fill_null(-1).to_numpy(zero_copy_only=False))
