@@ -28,14 +28,15 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import struct
 import sys
 from typing import Any, Callable
 
-# what a run imports before it trains (pandas: the data's tables, unless they are a large numeric
-# file; the spec arrives parsed, so no omegaconf, and the charts are the command's, so no altair)
-_PRELOAD = ("jax", "jax.numpy", "flax.linen", "optax", "pandas", "compilers.pipeline", "compilers.plan",
+# what a run imports before it trains (the spec arrives parsed, so no omegaconf, and the charts are
+# the command's, so no altair); then pandas, when the job may need it (`_child`)
+_PRELOAD = ("jax", "jax.numpy", "flax.linen", "optax", "compilers.pipeline", "compilers.plan",
             "compilers.data.load", "compilers.train.loop", "compilers.train.step")
 
 
@@ -51,11 +52,12 @@ class Worker:
 
     @classmethod
     def start(cls, serve: Callable[[dict, Callable[..., dict]], int],
-              lean: Callable[[], bool] | None = None) -> "Worker | None":
+              wants_pandas: Callable[[dict | None], bool] | None = None) -> "Worker | None":
         """Forks the child; in the parent, returns the handle (None if the fork failed). In the child
-        this call does not return: it preloads (not pandas when `lean()` says so: a large numeric
-        file, which the columnar loader reads without it), runs `serve(job, ask)` (`ask(request)` ->
-        the parent's answer) and leaves by SystemExit."""
+        this call does not return: it preloads, runs `serve(job, ask)` (`ask(request)` -> the parent's
+        answer) and leaves by SystemExit. pandas is preloaded last, unless `wants_pandas(job)` says
+        no: asked with the job when it is already there, else with None (the columnar loader reads
+        numeric files and built-in tables without pandas)."""
         down_r, down_w = os.pipe()
         up_r, up_w = os.pipe()
         sys.stdout.flush()
@@ -69,7 +71,7 @@ class Worker:
         if pid == 0:
             os.close(down_w)
             os.close(up_r)
-            _child(down_r, up_w, serve, lean)   # raises SystemExit or exits
+            _child(down_r, up_w, serve, wants_pandas)   # raises SystemExit or exits
         os.close(down_r)
         os.close(up_w)
         return cls(pid, down_w, up_r)
@@ -204,7 +206,7 @@ def _die_with_parent() -> None:
 
 
 def _child(down: int, up: int, serve: Callable[[dict, Callable[..., dict]], int],
-           lean: Callable[[], bool] | None = None) -> None:
+           wants_pandas: Callable[[dict | None], bool] | None = None) -> None:
     parent = os.getppid()
     try:
         os.setpgid(0, 0)           # the terminal's Ctrl-C goes to the parent, which passes it on
@@ -225,11 +227,9 @@ def _child(down: int, up: int, serve: Callable[[dict, Callable[..., dict]], int]
     # collection walks millions of them, and an import makes few cycles (~20% of the preload). What
     # the preload made is then frozen: later collections leave it alone.
     gc.disable()
+    job = None
     try:
-        skip = {"pandas"} if lean is not None and lean() else set()
         for name in _PRELOAD:
-            if name in skip:
-                continue
             try:
                 importlib.import_module(name)
             except Exception:   # the job imports it again and reports what is wrong
@@ -240,11 +240,20 @@ def _child(down: int, up: int, serve: Callable[[dict, Callable[..., dict]], int]
             load_all()
         except Exception:
             pass
+        # pandas (~0.3 s, ~40 MiB) last: when the job is here already, only if it needs it (this
+        # process's preload is then what the run waits for); else while the command composes
+        try:
+            if select.select([down], [], [], 0)[0]:
+                job = _receive(down)
+            if wants_pandas is None or wants_pandas(job):
+                importlib.import_module("pandas")
+        except Exception:   # the job imports it if it needs it; a broken pipe shows below
+            pass
     finally:
         gc.freeze()
         gc.enable()
     try:
-        job = _receive(down)
+        job = job or _receive(down)
     except (OSError, ValueError):
         job = None
     if job is None or job.pop("env") != env:

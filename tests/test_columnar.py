@@ -206,8 +206,9 @@ def test_what_takes_the_frame_path(files, monkeypatch):
         load_dataset(spec({"source": "t.csv", "target": "y", "prep": ["impute"]}), files)
     load_dataset(spec({"source": "t.csv", "target": "y", "features": NUMERIC,
                        "prep": [{"impute": "most_frequent"}]}), files)                                  # a mode
-    load_dataset(spec({"source": "iris"}), files)                                                     # not a file
-    assert [t is not None for t in taken] == [True, True, False, False, False]
+    load_dataset(spec({"source": "iris"}), files)                                     # a built-in table of numbers
+    load_dataset(spec({"source": "iris", "prep": [{"impute": "most_frequent"}]}), files)            # a mode
+    assert [t is not None for t in taken] == [True, True, False, False, True, False]
 
 
 def test_a_column_that_turns_to_text_further_down(tmp_path):
@@ -332,7 +333,7 @@ TARGETS = [
 @pytest.mark.parametrize("target,extra", TARGETS, ids=[f"{t}-{'-'.join(map(str, e.values())) or 'plain'}"[:40]
                                                         for t, e in TARGETS])
 def test_every_kind_of_target_gives_the_frame_paths_dataset_without_pandas(targets, source, target, extra):
-    """The columnar loader reads the target through pyarrow (`ArrowTarget`), not a pandas Series:
+    """The columnar loader reads the target through pyarrow (`TargetColumn`), not a pandas Series:
     the same task, classes, labels, split and raw rows as the frame path, for each type."""
     data = {"source": source, "target": target, "features": ["x0", "x1"], **extra}
     top = {"task": data.pop("task")} if "task" in data else {}
@@ -399,3 +400,64 @@ def test_arrow_columns_read_from_their_buffers_equal_pyarrows_own_conversion(kin
         assert got.dtype == expected.dtype and np.array_equal(got, expected, equal_nan=got.dtype.kind == "f")
     indices = pa.array(rng.integers(0, 5, 64).astype(np.int32), mask=rng.random(64) < 0.3).slice(3)
     assert np.array_equal(columnar._codes(indices), indices.fill_null(-1).to_numpy(zero_copy_only=False))
+
+
+BUILT_INS = [("iris", {}), ("wine", {}), ("breast_cancer", {}), ("digits", {}), ("diabetes", {}),
+             ("moons", {"n_samples": 300}), ("circles", {"n_samples": 300}), ("blobs", {"centers": 4}),
+             ("spirals", {}), ("xor", {}), ("regression", {"n_samples": 200})]
+
+
+@pytest.mark.parametrize("source,options", BUILT_INS, ids=[b[0] for b in BUILT_INS])
+@pytest.mark.parametrize("prep", [[], ["standardize"], [{"clip": {"max": 2}}, "min_max"]], ids=["none", "std", "clip"])
+def test_built_in_tables_take_the_columnar_path_with_the_frame_paths_results(source, options, prep, tmp_path):
+    """A built-in table of numbers (`Table.matrix`) is held as float32 blocks, as a file's numbers:
+    the frame path's data set, with the values rounded to float32 before prep (exactly the frame
+    path's without prep)."""
+    taken = []
+    real = columnar._load
+    lean, frame = None, None
+    try:
+        columnar._load = lambda *a: taken.append(real(*a)) or taken[-1]
+        lean, frame = both({"source": source, "options": options, "prep": prep}, tmp_path)
+    finally:
+        columnar._load = real
+    assert taken and taken[0] is not None, "the columnar path declined it"
+    assert lean.task == frame.task and lean.class_names == frame.class_names
+    assert lean.feature_names == frame.feature_names and lean.description == frame.description
+    for k in frame.y:
+        assert np.array_equal(lean.y[k], frame.y[k]), k
+        if prep:
+            np.testing.assert_allclose(lean.x[k], frame.x[k], rtol=1e-6, atol=1e-6)
+        else:
+            assert np.array_equal(lean.x[k], frame.x[k]), k
+    same_raw_sample(lean, frame)
+
+
+def test_a_built_in_feature_as_the_target_takes_the_frame_path(tmp_path):
+    lean, frame = both({"source": "iris", "target": "petal_width", "features": ["sepal_length", "sepal_width"]},
+                       tmp_path, task="regression")
+    assert lean.task == frame.task == "regression"
+    for k in frame.y:
+        assert np.array_equal(lean.x[k], frame.x[k]) and np.array_equal(lean.y[k], frame.y[k])
+
+
+def test_iris_loads_without_pandas():
+    code = """
+import sys
+from pathlib import Path
+from compilers.data.load import load_dataset
+from compilers.train.probes import data_sample
+from dsl.parse import parse_spec
+
+data = load_dataset(parse_spec({"data": {"source": "iris", "prep": ["standardize"]},
+                                "model": {"layers": [{"dense": 4}]}}), Path("."))
+assert list(data_sample(data)["raw"])[-1] == "species" and data.n_classes == 3
+print("pandas" in sys.modules)
+"""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False"]

@@ -203,21 +203,38 @@ def test_the_command_prepares_its_charts_once_at_the_training_process_s_word(tmp
 
 
 LEAN = """
-import sys
+import sys, time
 from dsl import worker
 
-worker._PRELOAD = ("pandas",)
-handle = worker.Worker.start(lambda job, ask: 10 + ("pandas" in sys.modules), lean=lambda: sys.argv[1] == "lean")
+mode = sys.argv[1]
+early = mode in ("needs", "lean")
+worker._PRELOAD = ("slow_import",) if early else ()    # the job comes while the child preloads, or after
+asked = []
+
+
+def wants(job):
+    asked.append(job is not None)
+    return mode == "needs" if job is not None else mode != "large"
+
+
+handle = worker.Worker.start(lambda job, ask: 10 + ("pandas" in sys.modules) + 2 * asked[0], wants_pandas=wants)
+if not early:
+    time.sleep(1)
 print(handle.run({}, lambda request: {}))
 """
 
 
-@pytest.mark.parametrize("lean", ["lean", "usual"])
-def test_the_training_process_does_not_preload_pandas_for_a_large_numeric_file(lean):
-    out = subprocess.run([sys.executable, "-c", LEAN, lean], cwd=ROOT, env=_env("lean"), capture_output=True,
+@pytest.mark.parametrize("mode,code", [("needs", 13), ("lean", 12), ("large", 10), ("late", 11)])
+def test_the_training_process_preloads_pandas_only_for_a_job_that_may_need_it(mode, code, tmp_path):
+    """Asked with the job when it came before the preload ended: pandas for one that needs it
+    ("needs"), not for one the columnar loader reads ("lean"). Asked with None when it has not
+    come: not for a large numeric file ("large"), else yes, while the command composes ("late")."""
+    (tmp_path / "slow_import.py").write_text("import time\ntime.sleep(1)\n")
+    env = {**_env("lean"), "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    out = subprocess.run([sys.executable, "-c", LEAN, mode], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == (["10"] if lean == "lean" else ["11"])
+    assert out.stdout.split() == [str(code)]
 
 
 def test_which_runs_read_a_large_file(tmp_path, monkeypatch):
@@ -238,3 +255,17 @@ def test_which_runs_read_a_large_file(tmp_path, monkeypatch):
     assert not run.reads_a_large_file([f"conf={spec}", "data.source=${vars.file}"], tmp_path)
     assert not run.reads_a_large_file(["conf=missing.yaml"], tmp_path)
     assert not run.reads_a_large_file([f"conf={IRIS}"], tmp_path)
+
+
+def test_which_jobs_want_pandas(tmp_path):
+    from dsl.commands import run
+
+    def wants(data):
+        return run._wants_pandas([], tmp_path, {"config": {"data": data, "model": {"layers": [{"dense": 2}]}}})
+
+    assert not wants({"source": "iris", "prep": ["standardize"]})             # a built-in table of numbers
+    assert not wants({"source": "t.csv", "target": "y"})                      # a file the columnar loader reads
+    assert wants({"source": "iris", "prep": [{"impute": "most_frequent"}]})   # a step only the frame path does
+    assert wants({"source": "t.npz"})
+    assert wants({"source": 3})                                               # not a spec: as before
+    assert run._wants_pandas([f"conf={IRIS}"], tmp_path, None)                 # no job yet, no large file

@@ -1,8 +1,10 @@
 """The lean path for tables: CSV and Parquet files read straight into float32 blocks.
 
-`load_dataset` tries this path first for `.csv` and `.parquet` sources. It applies when every
-feature column is numeric (numbers, booleans without missing values, or empty) or text that a
-`one_hot` step encodes, and every prep step is one that acts column by column on numbers
+`load_dataset` tries this path first for `.csv` and `.parquet` sources, and for the built-in and
+generated tables, which give their numbers as a matrix (`Table.matrix`: iris trains without
+pandas, ~0.3 s less start-up). It applies when every feature column is numeric (numbers, booleans
+without missing values, or empty) or text that a `one_hot` step encodes, and the target is the
+table's own for a built-in one, and every prep step is one that acts column by column on numbers
 (`standardize`, `min_max`, `clip`, `log`, `impute` with mean or median, `drop_na`) or `one_hot`
 of text columns; anything else (text left as it is, a numeric step that names a text column,
 `one_hot` of numbers, a Parquet dictionary (categorical) column, `tokenize`, a file pyarrow cannot
@@ -19,7 +21,7 @@ Memory (n rows, F features): the file is streamed in record batches of about BLO
 bytes) plus one batch. Prep steps are fitted on the training rows and applied to the blocks in
 place, one column at a time (float64 arithmetic, as the frame path). The split matrices are then
 filled block by block, each block freed once copied, so the peak stays near 4 n F bytes. The
-target column is kept in its own type, as pyarrow read it (`ArrowTarget`; pandas, one column, for
+target column is kept in its own type, as pyarrow read it (`TargetColumn`; pandas, one column, for
 rarer types such as dates or a dictionary column): a numeric file trains without importing pandas
 (~40 MiB, ~0.2 s), and the raw rows the data charts draw are NumPy columns (`dataset.Columns`).
 
@@ -54,10 +56,15 @@ class _Fallback(Exception):
     """This data needs the frame path."""
 
 
+FILES = ("csv", "parquet")       # read from files, in batches; other table sources give `Table.matrix`
+
+
 def eligible(spec) -> bool:
-    """Whether the spec alone allows the columnar path (the file's columns decide the rest)."""
+    """Whether the spec alone allows the columnar path (the data's columns decide the rest): a CSV
+    or Parquet source, or another table source (a built-in data set, which may give its numbers as
+    `Table.matrix`), with prep steps this path does."""
     data = spec.data
-    if data.source is None or data.source.kind not in ("csv", "parquet"):
+    if data.source is None or data.source.kind in ("npz", "image_folder"):
         return False
     for item in data.prep:
         if item.kind not in STEPS:
@@ -219,7 +226,7 @@ def _codes_of(column, lookup: dict) -> np.ndarray:
 
 def _read(spec, reader: _Reader, table: Table):
     """(features, target, blocks [rows_b, F'] float32 F-ordered (the numeric features), starts,
-    the target column (`ArrowTarget`, or `load.SeriesTarget` for rarer types), shift, text:
+    the target column (`TargetColumn`, or `load.SeriesTarget` for rarer types), shift, text:
     {column: (int32 codes [n], its strings)})."""
     import pyarrow as pa
 
@@ -302,8 +309,8 @@ def _read(spec, reader: _Reader, table: Table):
     chunked = pa.chunked_array(target_chunks, type=target_chunks[0].type)
     if pa.types.is_null(chunked.type):
         chunked = chunked.cast(pa.float64())
-    if ArrowTarget.takes(chunked):
-        column = ArrowTarget(chunked)
+    if TargetColumn.takes(chunked):
+        column = TargetColumn.from_arrow(chunked)
     else:
         from compilers.data.load import SeriesTarget
 
@@ -313,29 +320,35 @@ def _read(spec, reader: _Reader, table: Table):
     return features, target, blocks, np.asarray(starts, np.int64), column, shift, text
 
 
-class ArrowTarget:
-    """The target column as pyarrow read it, for the types most files hold (integers, float32 and
-    float64, strings, booleans without gaps): what `load.SeriesTarget` finds in the pandas Series
-    that `to_pandas` makes of it (integers with gaps become float64, a float NaN is a gap), read
-    from the column's buffers (`_numpy`, `_codes`), without pandas."""
+class TargetColumn:
+    """The target column in NumPy: numbers (`values`), or strings as codes into their distinct ones
+    (`codes`, -1 a gap; `strings`). What `load.SeriesTarget` finds in the pandas Series the frame
+    path holds (integers with gaps are float64, a float NaN is a gap), without pandas: read from an
+    Arrow column's buffers (`from_arrow`: `_numpy`, `_codes`), or given by a built-in table."""
 
     @staticmethod
     def takes(chunked) -> bool:
+        """Whether `from_arrow` reads this Arrow column (the types most files hold: integers, float32
+        and float64, strings, booleans without gaps); others go through pandas."""
         import pyarrow as pa
 
         kind = chunked.type
         return (pa.types.is_integer(kind) or kind in (pa.float32(), pa.float64()) or pa.types.is_string(kind)
                 or pa.types.is_large_string(kind) or (pa.types.is_boolean(kind) and chunked.null_count == 0))
 
-    def __init__(self, chunked):
+    def __init__(self, values: np.ndarray | None = None, codes: np.ndarray | None = None,
+                 strings: list[str] | None = None):
+        self.values, self.codes, self.strings = values, codes, strings
+        self.n = len(values if values is not None else codes)
+
+    @classmethod
+    def from_arrow(cls, chunked) -> "TargetColumn":
         import pyarrow as pa
 
-        self.n = len(chunked)
         if pa.types.is_string(chunked.type) or pa.types.is_large_string(chunked.type):
             encoded = chunked.combine_chunks().dictionary_encode()
-            self.values, self.codes, self.strings = None, _codes(encoded.indices), encoded.dictionary.to_pylist()
-        else:
-            self.values = _numpy(chunked)      # integers with gaps: float64, NaN
+            return cls(codes=_codes(encoded.indices), strings=encoded.dictionary.to_pylist())
+        return cls(values=_numpy(chunked))      # integers with gaps: float64, NaN
 
     def __len__(self) -> int:
         return self.n
@@ -453,6 +466,39 @@ def _numpy_values(array) -> np.ndarray:
     if data is None:
         return np.zeros(len(array), dtype)
     return np.frombuffer(data, dtype, count=len(array), offset=array.offset * dtype.itemsize)
+
+
+def _read_matrix(spec, table: Table):
+    """What `_read` gives, from a built-in table of numbers (`Table.matrix`, the target as class
+    indices or numbers in `Table.y`): held as float32 blocks as a file's numbers are, so that its
+    prep and results are this path's. _Fallback when the spec makes a target of a feature column."""
+    from compilers.data.load import _features, _target
+
+    names = list(table.columns) + [table.target]
+    if len(set(names)) != len(names):
+        raise _Fallback
+    try:
+        target = _target(spec, table, names)
+        features = _features(spec, target, names)
+    except DataError:
+        raise _Fallback from None     # the frame path raises it
+    if target != table.target:
+        raise _Fallback
+    x = table.matrix[:, [table.columns.index(c) for c in features]]
+    shift = _shifts([np.asarray(v, np.float64) for v in x.T])
+    n, cap = x.shape[0], max(1, BLOCK_VALUES // max(1, len(features)))
+    blocks = []
+    for start in range(0, n, cap):
+        part = x[start:start + cap]
+        block = np.empty(part.shape, np.float32, order="F")
+        block[:] = part - shift if shift.any() else part
+        blocks.append(block)
+    starts = np.array([min(k * cap, n) for k in range(len(blocks) + 1)], np.int64)
+    if table.class_names is not None:
+        column = TargetColumn(codes=np.asarray(table.y, np.int64), strings=list(table.class_names))
+    else:
+        column = TargetColumn(values=np.asarray(table.y, np.float64).reshape(-1))
+    return features, target, blocks, starts, column, shift, {}
 
 
 def _matrix(batch, features: int):
@@ -761,17 +807,18 @@ def _raw_sample(features, target, blocks, starts, column, shift, text) -> Column
     return Columns(features + [target], columns, rows)
 
 
-def load_columnar(spec, cwd: Path, on_rows=None) -> Dataset | None:
-    """The Dataset of a numeric CSV or Parquet source, or None when the frame path must load it.
-    `on_rows(n)`, when given, hears how many rows are read so far, after each batch."""
-    dataset = _load(spec, cwd, on_rows)
+def load_columnar(spec, cwd: Path, on_rows=None, table: Table | None = None) -> Dataset | None:
+    """The Dataset of a numeric CSV or Parquet source, or of a built-in table of numbers (`table`,
+    built by the caller with `load_source(..., frame=False)`), or None when the frame path must load
+    it. `on_rows(n)`, when given, hears how many rows are read so far, after each batch."""
+    dataset = _load(spec, cwd, on_rows, table)
     if dataset is not None:
         arrow_give_back()   # ~20 MiB more than the release after reading
         give_back()   # the target's label strings, split indices and pandas temporaries, now freed (~25 MiB)
     return dataset
 
 
-def _load(spec, cwd: Path, on_rows=None) -> Dataset | None:
+def _load(spec, cwd: Path, on_rows=None, given: Table | None = None) -> Dataset | None:
     from compilers.data.load import classes_and_split, resolve_shape
     from compilers.data.prep import class_codes
 
@@ -779,10 +826,16 @@ def _load(spec, cwd: Path, on_rows=None) -> Dataset | None:
         return None
     data = spec.data
     try:
-        reader = _Reader(spec, cwd)
-        reader.on_rows = on_rows
-        table = Table(description=reader.description)
-        features, target, blocks, starts, column, shift, text = _read(spec, reader, table)
+        if data.source.kind in FILES:
+            reader = _Reader(spec, cwd)
+            reader.on_rows = on_rows
+            table = Table(description=reader.description)
+            features, target, blocks, starts, column, shift, text = _read(spec, reader, table)
+        elif given is not None and given.matrix is not None and len(given.matrix):
+            table = given
+            features, target, blocks, starts, column, shift, text = _read_matrix(spec, table)
+        else:
+            return None
     except _Fallback:
         return None
     n = int(starts[-1])

@@ -36,10 +36,26 @@ class Table:
     y: np.ndarray | None = None         # [n] labels (any dtype), or class indices when class_names is set
     class_names: list[str] | None = None  # index -> label when y holds class indices (image folders)
     kind: str = ""                      # the source's registered name, e.g. "image_folder"
+    # Built-in tables of numbers set these instead of `frame` (with `y`, and `class_names` for
+    # classes): read by the columnar loader without pandas; `numeric_frame()` for the frame path.
+    matrix: np.ndarray | None = None    # [n, F] the feature columns' values
+    columns: list[str] | None = None    # their names
 
     @property
     def is_array(self) -> bool:
         return self.x is not None
+
+    def numeric_frame(self):
+        """The pandas frame of a table given as `matrix` (features, then the target column: class
+        names as strings, or numbers)."""
+        import pandas as pd
+
+        frame = pd.DataFrame(self.matrix, columns=self.columns)
+        if self.class_names is not None:
+            frame[self.target] = pd.Series(np.asarray(self.class_names, dtype=object)[self.y], dtype=str)
+        else:
+            frame[self.target] = np.asarray(self.y, dtype=np.float64).reshape(-1)
+        return frame
 
 
 @dataclass

@@ -6,10 +6,12 @@
     apply_array_prep(prep_items, x, states) the same for array data (npz, image folders)
     to_x(frame, feature_names, shape)       prepared frame -> float32 array [n, *shape]
 
-Three paths: tables (csv, parquet, built-in and generated data sets) go through pandas frames;
-text (a table with a `tokenize` step) also does, and ends as int32 token ids; arrays (npz, image
-folders) are split by index and take only `standardize`, `min_max` (one scalar statistic over
-every value of the training split) and, for image folders, `image`.
+Three paths: tables (csv, parquet, built-in and generated data sets) go through pandas frames,
+unless the columnar loader takes them (`columnar.py`: numbers, and text for `one_hot`, without
+pandas; it is tried first: the same results, but for values rounded to float32 before prep);
+text (a table with a `tokenize` step) goes through frames, and ends as int32 token ids; arrays
+(npz, image folders) are split by index and take only `standardize`, `min_max` (one scalar
+statistic over every value of the training split) and, for image folders, `image`.
 
 Every problem a user can cause is a one-line `DataError` naming the key path to fix.
 """
@@ -33,16 +35,28 @@ from dsl.registry import PREP, SOURCES
 MAX_INFERRED_CLASSES = 20   # an integer target with at most this many values is a class label
 
 
-def load_source(source, cwd: Path, seed: int = 0, image=None) -> Table:
+def load_source(source, cwd: Path, seed: int = 0, image=None, *, frame: bool = True) -> Table:
     """The Table of a parsed `data.source` item (`Item(kind, options)`).
 
     `image`: the options of the spec's `image` prep step, read by the image-folder source.
+    `frame`: a built-in table of numbers (`Table.matrix`) gets its pandas frame; False leaves it
+    as the source gave it (the columnar loader reads it so).
     """
     entry = SOURCES.get(source.kind, "data.source")
     table = entry.build(source.options, SourceContext(cwd=Path(cwd), seed=seed, image=image))
     table.kind = source.kind
     if not table.description:
         table.description = source.kind
+    if table.frame is None and table.matrix is not None and not frame:
+        return table
+    return checked(table)
+
+
+def checked(table: Table) -> Table:
+    """A source's Table made ready for the frame path (a built-in table of numbers gets its pandas
+    frame; column names as strings), DataError when it has no rows."""
+    if table.frame is None and table.matrix is not None:
+        table.frame = table.numeric_frame()
     if table.is_array:
         if table.x.shape[0] == 0:
             raise DataError("data.source", f"{table.description}: no examples")
@@ -82,7 +96,7 @@ def task_of_numbers(values: np.ndarray) -> str:
 
 class SeriesTarget:
     """The target column as a pandas Series: what `classes_and_split` asks of a target column (the
-    columnar loader has its own for the types most files hold, `columnar.ArrowTarget`)."""
+    columnar loader has its own in NumPy, `columnar.TargetColumn`)."""
 
     def __init__(self, series):
         self.series = series
@@ -298,7 +312,7 @@ def _text_features(spec, table: Table, target: str, columns: list[str], step) ->
 
 def classes_and_split(spec, table: Table, target: str, column, columns: list[str]):
     """(task, labels, class_names, split index) from the raw target column (every row): `column` a
-    `SeriesTarget`, or the columnar loader's `ArrowTarget`.
+    `SeriesTarget`, or the columnar loader's `TargetColumn`.
 
     `labels`: the target as strings (an object array, a gap None, or `CodedLabels`; classification)
     or None. Shared by the frame path below and the columnar one (`columnar.py`), so both raise the
@@ -341,13 +355,19 @@ def load_dataset(spec, cwd: Path, *, columnar: bool = True, on_rows=None) -> Dat
     if image and data.source.kind != "image_folder":
         i = image[0][0]
         raise DataError(f"data.prep[{i}].image", f"image {IMAGE_ONLY}; data.source is {data.source.kind} data")
+    table = None
     if columnar:
-        from compilers.data.columnar import load_columnar
+        from compilers.data.columnar import FILES, eligible, load_columnar
 
-        dataset = load_columnar(spec, cwd, on_rows)
+        if eligible(spec) and data.source.kind not in FILES:   # a built-in table may come as numbers
+            table = load_source(data.source, cwd, spec.seed, frame=False)
+        dataset = load_columnar(spec, cwd, on_rows, table)
         if dataset is not None:
             return dataset
-    table = load_source(data.source, cwd, spec.seed, image[0][1].options if image else None)
+    if table is not None:
+        table = checked(table)
+    else:
+        table = load_source(data.source, cwd, spec.seed, image[0][1].options if image else None)
     if table.is_array:
         return _load_arrays(spec, table)
     frame = table.frame

@@ -127,7 +127,7 @@ def label_names(uniques, floating: bool) -> list[str]:
 
 class CodedLabels:
     """Class labels held as codes into their distinct strings (`names`; -1: a gap), as the columnar
-    loader reads a target (`columnar.ArrowTarget`), so that `class_codes` and the stratified split
+    loader reads a target (`columnar.TargetColumn`), so that `class_codes` and the stratified split
     need not hash a million Python strings (pandas, which the loader does not import). `np.asarray`
     gives the labels themselves, None for a gap."""
 

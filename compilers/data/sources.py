@@ -1,7 +1,9 @@
 """Data sources: built-in data sets, generated data sets and files. Each returns a `Table`.
 
-Tabular sources return a pandas frame; array sources (`npz`, `image_folder`) return arrays
-(`Table.x`, `Table.y`), which `load.py` splits and prepares by index.
+Files return a pandas frame; the built-in and generated tables return their numbers (`Table.matrix`,
+the target in `Table.y`), which the columnar loader reads without pandas (`Table.numeric_frame()`
+for the frame path); array sources (`npz`, `image_folder`) return arrays (`Table.x`, `Table.y`),
+which `load.py` splits and prepares by index.
 
 A source is registered in `SOURCES` with its options dataclass and a builder
 `def name(options, ctx: SourceContext) -> Table`. Nothing heavy is imported at module level
@@ -67,8 +69,6 @@ def _read_bundled(name: str, sep: str | None = ",", skip_header: bool = True) ->
 def _classification(name: str, name_file: str, features: list[str], target: str,
                     classes: list[str], loader: str) -> Table:
     """A bundled file of `n,n_features,class names...` then rows of features and a class index."""
-    import pandas as pd
-
     data = _read_bundled(name_file)
     if data is not None:
         x, codes = data[:, :-1], data[:, -1].astype(int)
@@ -77,10 +77,8 @@ def _classification(name: str, name_file: str, features: list[str], target: str,
 
         bunch = getattr(sklearn.datasets, loader)()
         x, codes = bunch.data, bunch.target
-    frame = pd.DataFrame(x, columns=features)
-    frame[target] = np.asarray(classes, dtype=object)[codes]
-    frame[target] = frame[target].astype(str)
-    return Table(frame, target=target, task="classification", description=name)
+    return Table(matrix=np.asarray(x, dtype=np.float64), columns=list(features), y=np.asarray(codes, np.int64),
+                 class_names=list(classes), target=target, task="classification", description=name)
 
 
 @SOURCES.register("iris")
@@ -121,8 +119,6 @@ def digits(options, ctx: SourceContext) -> Table:
 
     Use `data.shape: [8, 8, 1]` to train on images.
     """
-    import pandas as pd
-
     data = _read_bundled("digits.csv.gz", skip_header=False)
     if data is not None:
         x, codes = data[:, :-1], data[:, -1].astype(int)
@@ -131,16 +127,14 @@ def digits(options, ctx: SourceContext) -> Table:
 
         bunch = sklearn.datasets.load_digits()
         x, codes = bunch.data, bunch.target
-    frame = pd.DataFrame(x.astype(np.int64), columns=[f"px{i}" for i in range(x.shape[1])])
-    frame["digit"] = pd.Series(codes.astype(str), dtype=str)
-    return Table(frame, target="digit", task="classification", description="digits")
+    return Table(matrix=x.astype(np.int64), columns=[f"px{i}" for i in range(x.shape[1])],
+                 y=np.asarray(codes, np.int64), class_names=[str(k) for k in range(int(codes.max()) + 1)],
+                 target="digit", task="classification", description="digits")
 
 
 @SOURCES.register("diabetes")
 def diabetes(options, ctx: SourceContext) -> Table:
     """Diabetes progression (regression): 442 rows, 10 raw baseline measurements, target `progression`."""
-    import pandas as pd
-
     names = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
     x = _read_bundled("diabetes_data_raw.csv.gz", sep=None, skip_header=False)
     y = _read_bundled("diabetes_target.csv.gz", sep=None, skip_header=False)
@@ -149,9 +143,8 @@ def diabetes(options, ctx: SourceContext) -> Table:
 
         bunch = sklearn.datasets.load_diabetes(scaled=False)
         x, y = bunch.data, bunch.target
-    frame = pd.DataFrame(x, columns=names)
-    frame["progression"] = np.asarray(y, dtype=np.float64).reshape(-1)
-    return Table(frame, target="progression", task="regression", description="diabetes")
+    return Table(matrix=np.asarray(x, dtype=np.float64), columns=names, y=np.asarray(y, dtype=np.float64).reshape(-1),
+                 target="progression", task="regression", description="diabetes")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,12 +234,10 @@ def _seed(options, ctx: SourceContext) -> int:
 
 
 def _labelled(name: str, x: np.ndarray, labels: np.ndarray) -> Table:
-    import pandas as pd
-
-    frame = pd.DataFrame(np.asarray(x, dtype=np.float64),
-                         columns=[f"x{i}" for i in range(x.shape[1])])
-    frame["label"] = pd.Series(np.asarray(labels).astype(int).astype(str), dtype=str)
-    return Table(frame, target="label", task="classification", description=name)
+    codes = np.asarray(labels).astype(int)
+    return Table(matrix=np.asarray(x, dtype=np.float64), columns=[f"x{i}" for i in range(x.shape[1])],
+                 y=codes.astype(np.int64), class_names=[str(k) for k in range(int(codes.max(initial=0)) + 1)],
+                 target="label", task="classification", description=name)
 
 
 @SOURCES.register("moons", MoonsOptions)
@@ -311,16 +302,14 @@ def xor(options: XorOptions, ctx: SourceContext) -> Table:
 @SOURCES.register("regression", RegressionOptions)
 def regression(options: RegressionOptions, ctx: SourceContext) -> Table:
     """A random linear regression problem, features x0.., target `y`; sklearn's make_regression."""
-    import pandas as pd
     from sklearn.datasets import make_regression
 
     _check_generated("regression", options.n_samples, options.n_features)
     x, y = make_regression(options.n_samples, n_features=options.n_features,
                            n_informative=options.n_informative, noise=options.noise,
                            random_state=_seed(options, ctx))
-    frame = pd.DataFrame(x, columns=[f"x{i}" for i in range(x.shape[1])])
-    frame["y"] = np.asarray(y, dtype=np.float64)
-    return Table(frame, target="y", task="regression", description="regression")
+    return Table(matrix=np.asarray(x, dtype=np.float64), columns=[f"x{i}" for i in range(x.shape[1])],
+                 y=np.asarray(y, dtype=np.float64), target="y", task="regression", description="regression")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -243,7 +243,7 @@ def main(args: list[str]) -> None:
         from dsl import worker as worker_module
 
         if worker_module.enabled():   # the training process imports JAX while this one composes
-            worker = worker_module.Worker.start(_serve_job, lean=functools.partial(reads_a_large_file, args, cwd))
+            worker = worker_module.Worker.start(_serve_job, wants_pandas=functools.partial(_wants_pandas, args, cwd))
     try:
         spec_path, smap, flags, overrides, _spec = prepare(args, cwd, sweep_ok=multirun)
         if multirun:
@@ -261,8 +261,8 @@ def reads_a_large_file(args: list[str], cwd: Path) -> bool:
     """Whether the spec's `data.source`, as its file and the command line give it (before Hydra
     composes), names .csv or .parquet files of LARGE_FILE_BYTES or more together: the columnar loader
     reads them without pandas, so the training process does not import it ahead (~40 MiB held
-    beside the data). A guess, for memory and time only: a wrong one imports pandas later, or in
-    vain."""
+    beside the data) even when its job comes late. A guess, for memory and time only: a wrong one
+    imports pandas later, or in vain."""
     import glob
 
     try:
@@ -287,6 +287,22 @@ def reads_a_large_file(args: list[str], cwd: Path) -> bool:
         return sum(os.path.getsize(f) for f in files if os.path.isfile(f)) >= LARGE_FILE_BYTES
     except Exception:   # anything unexpected: the usual preload
         return False
+
+
+def _wants_pandas(args: list[str], cwd: Path, job: dict | None) -> bool:
+    """Whether the training process imports pandas before it trains: not for a spec whose data the
+    columnar loader reads (a numeric file, a built-in table of numbers), decided from the job when
+    it has come, else guessed from the command line (only a large file goes without: the job
+    takes a while yet, and pandas would load meanwhile)."""
+    if job is None:
+        return not reads_a_large_file(args, cwd)
+    try:
+        from compilers.data.columnar import eligible
+        from dsl.parse import parse_spec
+
+        return not eligible(parse_spec(job["config"]))
+    except Exception:
+        return True
 
 
 def _serve_job(job: dict, ask) -> int:
