@@ -230,17 +230,8 @@ def _read(spec, reader: _Reader, table: Table):
     {column: (int32 codes [n], its strings)})."""
     import pyarrow as pa
 
-    from compilers.data.load import _features, _target
-
     schema = reader.schema()
-    names = [str(n) for n in schema.names]
-    if len(set(names)) != len(names):
-        raise _Fallback
-    try:
-        target = _target(spec, table, names)
-        features = _features(spec, target, names)
-    except DataError:
-        raise _Fallback from None    # the frame path raises it (after its own checks of the file)
+    target, features = _target_and_features(spec, table, [str(n) for n in schema.names])
     if not all(_numeric_type(schema.field(c).type) or _text_type(schema.field(c).type) for c in features) or \
             any(pa.types.is_binary(t) or pa.types.is_large_binary(t) for t in schema.types):
         raise _Fallback
@@ -468,20 +459,25 @@ def _numpy_values(array) -> np.ndarray:
     return np.frombuffer(data, dtype, count=len(array), offset=array.offset * dtype.itemsize)
 
 
-def _read_matrix(spec, table: Table):
-    """What `_read` gives, from a built-in table of numbers (`Table.matrix`, the target as class
-    indices or numbers in `Table.y`): held as float32 blocks as a file's numbers are, so that its
-    prep and results are this path's. _Fallback when the spec makes a target of a feature column."""
+def _target_and_features(spec, table: Table, names: list[str]) -> tuple[str, list[str]]:
+    """The spec's target and feature columns among the data's `names`; _Fallback when the names
+    repeat or the spec names what is not there (the frame path raises it, after its own checks)."""
     from compilers.data.load import _features, _target
 
-    names = list(table.columns) + [table.target]
     if len(set(names)) != len(names):
         raise _Fallback
     try:
         target = _target(spec, table, names)
-        features = _features(spec, target, names)
+        return target, _features(spec, target, names)
     except DataError:
-        raise _Fallback from None     # the frame path raises it
+        raise _Fallback from None
+
+
+def _read_matrix(spec, table: Table):
+    """What `_read` gives, from a built-in table of numbers (`Table.matrix`, the target as class
+    indices or numbers in `Table.y`): held as float32 blocks as a file's numbers are, so that its
+    prep and results are this path's. _Fallback when the spec makes a target of a feature column."""
+    target, features = _target_and_features(spec, table, list(table.columns) + [table.target])
     if target != table.target:
         raise _Fallback
     x = table.matrix[:, [table.columns.index(c) for c in features]]
