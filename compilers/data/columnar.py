@@ -388,18 +388,10 @@ class TargetColumn:
         return self.values[rows]
 
 
-def _numpy_dtype(kind) -> np.dtype:
-    import pyarrow as pa
-
-    if pa.types.is_boolean(kind):
-        return np.dtype(bool)
-    if pa.types.is_signed_integer(kind):
-        return np.dtype(f"int{kind.bit_width}")
-    if pa.types.is_unsigned_integer(kind):
-        return np.dtype(f"uint{kind.bit_width}")
-    if pa.types.is_floating(kind):
-        return np.dtype(f"float{kind.bit_width}")
-    raise TypeError(f"not a number: {kind}")
+def _bits(buffer, offset: int, n: int) -> np.ndarray:
+    """n booleans of an Arrow bitmap (validity, or a boolean column's values) from bit `offset`."""
+    bits = np.unpackbits(np.frombuffer(buffer, np.uint8), count=offset + n, bitorder="little")
+    return bits[offset:].astype(bool)
 
 
 def _valid(chunk) -> np.ndarray | None:
@@ -409,8 +401,7 @@ def _valid(chunk) -> np.ndarray | None:
     bitmap = chunk.buffers()[0]
     if bitmap is None:     # nothing but gaps
         return np.zeros(len(chunk), bool)
-    bits = np.unpackbits(np.frombuffer(bitmap, np.uint8), count=chunk.offset + len(chunk), bitorder="little")
-    return bits[chunk.offset:].astype(bool)
+    return _bits(bitmap, chunk.offset, len(chunk))
 
 
 def _numpy(array) -> np.ndarray:
@@ -421,14 +412,13 @@ def _numpy(array) -> np.ndarray:
     import pyarrow as pa
 
     chunks = array.chunks if isinstance(array, pa.ChunkedArray) else [array]
-    dtype = _numpy_dtype(array.type)
+    dtype = np.dtype(array.type.to_pandas_dtype())     # NumPy's type of a numeric Arrow type (no pandas)
     gaps = any(chunk.null_count for chunk in chunks)
     out = np.float64 if gaps and dtype.kind in "iu" else dtype
     parts = []
     for chunk in chunks:
         if dtype == bool:
-            bits = np.frombuffer(chunk.buffers()[1], np.uint8)
-            values = np.unpackbits(bits, count=chunk.offset + len(chunk), bitorder="little")[chunk.offset:].astype(bool)
+            values = _bits(chunk.buffers()[1], chunk.offset, len(chunk))
         else:
             values = _numpy_values(chunk)
         valid = _valid(chunk)
@@ -452,7 +442,7 @@ def _codes(indices) -> np.ndarray:
 
 def _numpy_values(array) -> np.ndarray:
     """A numeric array's values (read-only, its own memory), gaps left as whatever the buffer holds there."""
-    dtype = _numpy_dtype(array.type)
+    dtype = np.dtype(array.type.to_pandas_dtype())
     data = array.buffers()[1]
     if data is None:
         return np.zeros(len(array), dtype)

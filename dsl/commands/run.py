@@ -263,8 +263,6 @@ def reads_a_large_file(args: list[str], cwd: Path) -> bool:
     reads them without pandas, so the training process does not import it ahead (~40 MiB held
     beside the data) even when its job comes late. A guess, for memory and time only: a wrong one
     imports pandas later, or in vain."""
-    import glob
-
     try:
         conf, _, overrides = split_args(args)
         source = None
@@ -281,11 +279,11 @@ def reads_a_large_file(args: list[str], cwd: Path) -> bool:
             source = spec.get("data", {}).get("source") if isinstance(spec, dict) else None
         if not isinstance(source, str) or "${" in source or Path(source).suffix not in (".csv", ".parquet"):
             return False
-        path = Path(source).expanduser()
-        path = path if path.is_absolute() else cwd / path
-        files = glob.glob(str(path), recursive=True) if glob.has_magic(source) and not path.is_file() else [str(path)]
-        return sum(os.path.getsize(f) for f in files if os.path.isfile(f)) >= LARGE_FILE_BYTES
-    except Exception:   # anything unexpected: the usual preload
+        from compilers.data.sources import SourceContext, resolve_files
+
+        files = resolve_files(source, SourceContext(cwd=cwd, seed=0))   # a file, or a pattern's files
+        return sum(full.stat().st_size for full, _ in files) >= LARGE_FILE_BYTES
+    except Exception:   # anything unexpected (no such file: DataError): the usual preload
         return False
 
 
