@@ -221,6 +221,18 @@ def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sw
     from compilers.data.load import load_dataset
     from compilers.runs.status import Status
 
+    todo = [i for i in range(len(specs)) if results[i] is None]
+    if len(todo) == 1 and not resume:
+        # a large file: the run's programs compiled first, in a process of its own
+        # (compilers.train.precompile), so that XLA's compiler never works beside the table
+        from compilers.train import precompile
+
+        spec = specs[todo[0]]
+        if precompile.wanted(spec, cwd) is not None:
+            t = time.perf_counter()
+            with Status(spec.name, "compiling ahead of the data", progress):
+                precompile.compile_ahead(spec, cwd)
+            times[todo[0]]["compile_ahead_s"] = round(time.perf_counter() - t, 4)
     loaded: dict = {}
     models: dict = {}     # the group shares one structure: each model is built once per data shape
     datas, plans = [None] * len(specs), [None] * len(specs)

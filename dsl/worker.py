@@ -194,7 +194,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: SIGKILL to this process when its parent ends (prctl PR_SET_PDEATHSIG), as if the
     signal that ended the parent had been sent to the whole run (`kill -9` of the command)."""
     try:
@@ -216,7 +216,7 @@ def _child(down: int, up: int, serve: Callable[[dict, Callable[..., dict]], int]
     # In a process group of its own the child is in the terminal's background: with `stty tostop` its
     # progress lines would stop it (SIGTTOU) unless the signal is ignored, which lets them through.
     signal.signal(signal.SIGTTOU, signal.SIG_IGN)
-    _die_with_parent()
+    die_with_parent()
     if os.getppid() != parent:     # the parent ended before the death signal was set
         os._exit(0)
     env = dict(os.environ)

@@ -793,6 +793,54 @@ def _raw_sample(features, target, blocks, starts, column, shift, text) -> Column
     return Columns(features + [target], columns, rows)
 
 
+SHAPE_STEPS = ("standardize", "min_max", "clip", "log", "impute")   # steps that keep the rows and columns
+
+
+def stand_in(spec, cwd: Path) -> Dataset | None:
+    """What `load_columnar` would give for a CSV or Parquet source but for the features' values,
+    from the files' header and target column alone: the same task, class names, feature names,
+    input shape, split sizes and labels (the split is drawn from the labels, as in a load), and x
+    as zeros of each split's shape that hold no memory (`dataset.zero_pages`). What a run's
+    programs depend on (compilers.train.precompile). None where the shapes need more than that:
+    a text feature (`one_hot` counts its categories), a step that drops rows (`drop_na`) or adds
+    columns, a target of a rarer type, anything the columnar path would not take; errors too
+    (the load that follows reports them)."""
+    from compilers.data.dataset import zero_pages
+    from compilers.data.load import classes_and_split, resolve_shape
+    from compilers.data.prep import class_codes
+
+    data = spec.data
+    if not eligible(spec) or data.source.kind not in FILES or any(i.kind not in SHAPE_STEPS for i in data.prep):
+        return None
+    import pyarrow as pa
+
+    try:
+        reader = _Reader(spec, cwd)
+        table = Table(description=reader.description)
+        schema = reader.schema()
+        target, features = _target_and_features(spec, table, [str(n) for n in schema.names])
+        if not features or not all(_numeric_type(schema.field(c).type) for c in features):
+            return None
+        chunks = [batch.column(0) for batch in reader.batches([target], schema) if batch.num_rows]
+        if not chunks:
+            return None
+        chunked = pa.chunked_array(chunks, type=chunks[0].type)
+        if not TargetColumn.takes(chunked):
+            return None
+        column = TargetColumn.from_arrow(chunked)
+        task, labels, class_names, index = classes_and_split(spec, table, target, column, features + [target])
+        input_shape = resolve_shape(data.shape, len(features))
+    except Exception:   # (DataError, SpecError, _Fallback, pyarrow's): the load says what is wrong
+        return None
+    finally:
+        arrow_give_back()
+    codes = class_codes(labels, class_names) if task == "classification" else column.floats(np.float32)
+    x = {name: zero_pages((len(index[name]),) + input_shape) for name in SPLITS}
+    y = {name: codes[index[name]] for name in SPLITS}
+    return Dataset(task=task, feature_names=list(features), class_names=class_names, x=x, y=y,
+                   input_shape=input_shape, target=target, description=table.description)
+
+
 def load_columnar(spec, cwd: Path, on_rows=None, table: Table | None = None) -> Dataset | None:
     """The Dataset of a numeric CSV or Parquet source, or of a built-in table of numbers (`table`,
     built by the caller with `load_source(..., frame=False)`), or None when the frame path must load

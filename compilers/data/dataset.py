@@ -22,6 +22,20 @@ def aligned_empty(shape, dtype=np.float32) -> np.ndarray:
     return buf[start:start + nbytes].view(dtype).reshape(shape)
 
 
+def zero_pages(shape, dtype=np.float32) -> np.ndarray:
+    """A C-contiguous array of zeros in an anonymous mapping of its own (page-aligned): its pages
+    cost no memory until written (reading one maps the kernel's one zero page), and `jax.device_put`
+    on a CPU uses it in place. For arrays that stand in for data by their shape alone."""
+    import mmap
+
+    dtype = np.dtype(dtype)
+    shape = tuple(int(s) for s in shape)
+    count = int(np.prod(shape, dtype=np.int64))
+    pages = mmap.mmap(-1, max(1, count * dtype.itemsize), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # (shared: a
+    # page read would be a page of memory)
+    return np.frombuffer(pages, dtype, count).reshape(shape)
+
+
 @dataclass
 class Table:
     """What a source returns: a raw frame (tabular sources) or arrays (npz, image folders),

@@ -260,8 +260,13 @@ def _eval_chunks(x, y, batch: int, rows: int | None = None):
 
     from compilers.train.step import pad_split
 
+    from compilers.train import stored
+
     rows = max(batch, (rows or EVAL_CHUNK_BATCHES * batch) // batch * batch)
-    for a in range(0, x.shape[0], rows):
+    starts = range(0, x.shape[0], rows)
+    if stored.compiling_only_now() and len(starts) > 2:   # the chunks' shapes: the first one's and the last one's
+        starts = (starts[0], starts[-1])
+    for a in starts:
         yield jax.device_put(pad_split(x[a:a + rows], y[a:a + rows], batch))
 
 
@@ -401,8 +406,8 @@ class _Interrupt:
 
 def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = True, logs=None,
                 times: list[dict] | None = None, shared_data: bool | None = None,
-                resume: bool = False, after_first_epoch=None, deferred_checkpoints: list | None = None
-                ) -> list[RunRecord]:
+                resume: bool = False, after_first_epoch=None, deferred_checkpoints: list | None = None,
+                compile_only: bool = False) -> list[RunRecord]:
     """Trains models that share one compiled structure (plans that differ only in seed and optimizer
     values): one model as it is, several as ONE `jax.vmap`ped program, each with its own parameters,
     optimizer state, shuffles, early stopping and best epoch. Returns one RunRecord per plan.
@@ -410,7 +415,23 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
     `resume` (one model): go on from the run directory's latest checkpoint, exactly where it was.
     `after_first_epoch`: called once the first epoch trained here (and its compilation) is done.
     `deferred_checkpoints`: a list, to which each record's final checkpoint is appended as a callable
-    (writes it and waits for it) for the caller to run, e.g. while the charts are drawn."""
+    (writes it and waits for it) for the caller to run, e.g. while the charts are drawn.
+    `compile_only`: the stored programs are compiled and not run (`stored.compiling_only`; their
+    outputs are stand-ins), one epoch, no checkpoint (compilers.train.precompile)."""
+    if compile_only:
+        from compilers.train import stored
+
+        with stored.compiling_only():
+            return _train_group(plans, datas, run_dirs, progress=progress, logs=logs, times=times,
+                                shared_data=shared_data, resume=False, after_first_epoch=None,
+                                deferred_checkpoints=deferred_checkpoints, compile_only=True)
+    return _train_group(plans, datas, run_dirs, progress=progress, logs=logs, times=times, shared_data=shared_data,
+                        resume=resume, after_first_epoch=after_first_epoch,
+                        deferred_checkpoints=deferred_checkpoints)
+
+
+def _train_group(plans, datas, run_dirs, *, progress, logs, times, shared_data, resume, after_first_epoch,
+                 deferred_checkpoints, compile_only: bool = False):
     import jax
     import jax.numpy as jnp
 
@@ -564,6 +585,8 @@ def train_group(plans: list, datas: list, run_dirs: list, *, progress: bool = Tr
                         best_single = copy((state.params, state.model_state))
                 live = [i for i, tr in enumerate(trackers) if not tr.done]
                 bar.update(epoch, trackers[live[0] if live else 0].row)
+                if compile_only:   # every later epoch calls the same programs
+                    break
                 stop, preempted = interrupt.now()
                 for i, tr in enumerate(trackers):
                     every = plans[i].spec.train.checkpoint.every

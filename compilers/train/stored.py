@@ -24,6 +24,7 @@ several devices.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import functools
@@ -116,6 +117,17 @@ def _environment() -> str:
     """What every stored program depends on besides its plan: the code, the libraries, the devices."""
     import jax
 
+    h = hashlib.sha256(code_and_versions().encode())
+    h.update(os.environ.get("XLA_FLAGS", "").encode())
+    devices = jax.devices()
+    h.update(f"{jax.default_backend()} {len(devices)} {devices[0].device_kind} {jax.process_count()}".encode())
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def code_and_versions() -> str:
+    """A hash of the source of `dsl/` and `compilers/` and the versions of the libraries programs
+    are made with (no device is asked for: JAX's backend stays unstarted)."""
     h = hashlib.sha256(f"format {FORMAT}\n".encode())
     root = Path(__file__).resolve().parents[2]
     for package in ("dsl", "compilers"):
@@ -129,9 +141,6 @@ def _environment() -> str:
             h.update(f"{pkg}={version(pkg)}\n".encode())
         except PackageNotFoundError:
             h.update(f"{pkg}=?\n".encode())
-    h.update(os.environ.get("XLA_FLAGS", "").encode())
-    devices = jax.devices()
-    h.update(f"{jax.default_backend()} {len(devices)} {devices[0].device_kind} {jax.process_count()}".encode())
     return h.hexdigest()
 
 
@@ -222,6 +231,46 @@ def _resolve(name: str) -> type:
     return obj
 
 
+_COMPILE_ONLY = False
+
+
+@contextlib.contextmanager
+def compiling_only():
+    """Within it, calling a Program stores and compiles its program (the stored programs and XLA's
+    cache then hold it, as after a run) and returns stand-ins (ones; keys of seed 0) of its outputs'
+    shapes, without running it (compilers.train.precompile). Other jitted code runs as it is."""
+    global _COMPILE_ONLY
+    _COMPILE_ONLY = True
+    try:
+        yield
+    finally:
+        _COMPILE_ONLY = False
+
+
+def compiling_only_now() -> bool:
+    return _COMPILE_ONLY
+
+
+def _value_like(s):
+    """Ones (a key array: keys of data 0) of the shape, dtype and weak type of `s`, made on the host
+    (no program compiled for them) and put on the device uncommitted."""
+    import jax
+
+    if jax.dtypes.issubdtype(s.dtype, jax.dtypes.prng_key):
+        impl = s.dtype._impl
+        return jax.random.wrap_key_data(np.zeros(tuple(s.shape) + tuple(impl.key_shape), np.uint32), impl=impl)
+    value = np.ones(s.shape, s.dtype)
+    if getattr(s, "weak_type", False):
+        if value.shape == () and np.dtype(s.dtype) in (np.dtype(np.float32), np.dtype(np.int32)):
+            weak = jax.device_put(value.item())   # a Python number: weakly typed
+            if weak.dtype == value.dtype:
+                return weak
+        from jax._src.lax import lax as lax_internal
+
+        return lax_internal._convert_element_type(jax.device_put(value), np.dtype(s.dtype), weak_type=True)
+    return jax.device_put(value)
+
+
 class Program:
     """`jax.jit(fn, donate_argnums=, compiler_options=)` whose traced program is stored under `key`
     (see the module's notes) and, on later runs, loaded instead of tracing `fn`. The jit traces a
@@ -232,14 +281,40 @@ class Program:
         import jax
 
         self._fn, self._name, self._key = fn, name, key
+        self._outputs: dict = {}   # compiling_only: the outputs' shapes of each signature compiled
         self._jit = jax.jit(fn if key is None else self._stand_in, donate_argnums=donate_argnums,
                             compiler_options=compiler_options)
 
     def __call__(self, *args):
+        if _COMPILE_ONLY:
+            return self._compile_only(args)
         if self._key is None:
             return self._jit(*args)
         with _WITHOUT_LAPACK:
             return self._jit(*args)
+
+    def _compile_only(self, args):
+        """`compiling_only`: the program for these arguments' shapes is stored and compiled (so that
+        both caches hold it) but not run; stand-ins of its outputs' shapes are returned."""
+        import jax
+
+        leaves, treedef = jax.tree_util.tree_flatten(args)
+        # the types (e.g. "~float32[]", weak) and whether each is placed on a device (committed: the
+        # program then names its arguments' sharding, and so does the key of its executable)
+        signature = (str(treedef), *((str(jax.typeof(x)), getattr(x, "committed", None)) for x in leaves))
+        found = self._outputs.get(signature)
+        if found is None:
+            with _WITHOUT_LAPACK:
+                lowered = self._jit.lower(*args)
+                compiled = lowered.compile()
+            found = self._outputs[signature] = (lowered.out_info, compiled.output_shardings)
+        out, shardings = found
+        values = jax.tree_util.tree_map(_value_like, out)
+        # placed on a device (committed) as a call's outputs would be: a stored program's always
+        # (`exported.call` names their sharding), a plain jit's where one of its arguments was
+        if self._key is not None or any(getattr(x, "committed", False) for x in leaves):
+            return jax.device_put(values, shardings)
+        return values
 
     def lower(self, *args):
         """The jax `Lowered` of what a call with these arguments runs."""
