@@ -40,7 +40,11 @@ def files(tmp_path_factory):
     gaps = frame.copy()
     gaps.loc[rng.choice(N, 7, replace=False), "y"] = np.nan
     gaps.to_csv(root / "gaps.csv", index=False)
-    text = frame.assign(city=rng.choice(["paris", "lyon"], N))
+    text = frame.assign(city=rng.choice(["paris", "lyon", "10", "9"], N).astype(object),
+                        tier=rng.choice(["gold", "silver"], N))
+    text.loc[rng.choice(N, 20, replace=False), "city"] = None
+    for k, row in enumerate(rng.choice(N, 12, replace=False)):   # towns of one row: some in no training row
+        text.loc[row, "city"] = f"town {k}"
     text.to_csv(root / "text.csv", index=False)
     return root
 
@@ -53,6 +57,8 @@ CASES = [
     ({"source": "t.csv", "target": "y", "features": ["b", "c", "v", "flag"], "shape": [2, 2]}, {"seed": 3}),
     ({"source": "t.csv", "target": "y", "features": ["b", "c"], "split": {"val": 0.0, "test": 0.3, "stratify": False}},
      {}),
+    ({"source": "text.csv", "target": "y", "prep": ["impute", {"one_hot": ["city"]}, "standardize", "one_hot"]}, {}),
+    ({"source": "text.csv", "target": "v", "features": ["tier", "b", "city"], "prep": ["one_hot"]}, {"seed": 5}),
 ]
 
 
@@ -86,13 +92,14 @@ def test_the_stand_in_holds_no_memory_for_its_features():
 
 
 @pytest.mark.parametrize("data", [
-    {"source": "text.csv", "target": "y", "prep": [{"one_hot": ["city"]}]},   # one_hot counts categories
+    {"source": "text.csv", "target": "y", "prep": ["impute", {"one_hot": ["city"]}]},   # text left as it is
+    {"source": "text.csv", "target": "y", "features": ["a", "b"], "prep": [{"one_hot": ["a"]}]},  # numbers
     {"source": "t.csv", "target": "y", "prep": ["drop_na"]},                   # drops rows
     {"source": "gaps.csv", "target": "y"},                                     # an error the load reports
     {"source": "t.csv", "target": "nope"},
     {"source": "missing.csv", "target": "y"},
     {"source": "iris", "target": "target"},                                    # not a file
-], ids=["one_hot", "drop_na", "target_gaps", "no_such_column", "no_such_file", "builtin"])
+], ids=["text", "one_hot_numbers", "drop_na", "target_gaps", "no_such_column", "no_such_file", "builtin"])
 def test_no_stand_in_where_the_shapes_need_more_than_the_target(files, data):
     assert columnar.stand_in(spec(data), files) is None
 

@@ -793,21 +793,21 @@ def _raw_sample(features, target, blocks, starts, column, shift, text) -> Column
     return Columns(features + [target], columns, rows)
 
 
-SHAPE_STEPS = ("standardize", "min_max", "clip", "log", "impute")   # steps that keep the rows and columns
+SHAPE_STEPS = ("standardize", "min_max", "clip", "log", "impute", "one_hot")   # steps that keep the rows
 
 
 def stand_in(spec, cwd: Path) -> Dataset | None:
     """What `load_columnar` would give for a CSV or Parquet source but for the features' values,
-    from the files' header and target column alone: the same task, class names, feature names,
-    input shape, split sizes and labels (the split is drawn from the labels, as in a load), and x
-    as zeros of each split's shape that hold no memory (`dataset.zero_pages`). What a run's
-    programs depend on (compilers.train.precompile). None where the shapes need more than that:
-    a text feature (`one_hot` counts its categories), a step that drops rows (`drop_na`) or adds
-    columns, a target of a rarer type, anything the columnar path would not take; errors too
-    (the load that follows reports them)."""
+    from the files' header, target column and text columns alone: the same task, class names,
+    feature names (`one_hot`'s categories are those of the training rows, as in a load), input
+    shape, split sizes and labels (the split is drawn from the labels, as in a load), and x as
+    zeros of each split's shape that hold no memory (`dataset.zero_pages`). What a run's programs
+    depend on (compilers.train.precompile). None where the shapes need more than that (a step that
+    drops rows, `drop_na`), where the columnar path would not take the data (text no `one_hot`
+    encodes, a target of a rarer type), and for bad data (the load that follows reports it)."""
     from compilers.data.dataset import zero_pages
     from compilers.data.load import classes_and_split, resolve_shape
-    from compilers.data.prep import class_codes
+    from compilers.data.prep import class_codes, one_hot_categories
 
     data = spec.data
     if not eligible(spec) or data.source.kind not in FILES or any(i.kind not in SHAPE_STEPS for i in data.prep):
@@ -819,9 +819,19 @@ def stand_in(spec, cwd: Path) -> Dataset | None:
         table = Table(description=reader.description)
         schema = reader.schema()
         target, features = _target_and_features(spec, table, [str(n) for n in schema.names])
-        if not features or not all(_numeric_type(schema.field(c).type) for c in features):
+        if not features or not all(_numeric_type(schema.field(c).type) or _text_type(schema.field(c).type)
+                                   for c in features):
             return None
-        chunks = [batch.column(0) for batch in reader.batches([target], schema) if batch.num_rows]
+        text = [c for c in features if _text_type(schema.field(c).type)]
+        _check_text(spec, features, set(text))
+        lookups: dict[str, dict] = {c: {} for c in text}
+        codes: dict[str, list] = {c: [] for c in text}
+        chunks = []
+        for batch in reader.batches(text + [target], schema):
+            if batch.num_rows:
+                for j, c in enumerate(text):
+                    codes[c].append(_codes_of(batch.column(j), lookups[c]))
+                chunks.append(batch.column(len(text)))
         if not chunks:
             return None
         chunked = pa.chunked_array(chunks, type=chunks[0].type)
@@ -829,14 +839,28 @@ def stand_in(spec, cwd: Path) -> Dataset | None:
             return None
         column = TargetColumn.from_arrow(chunked)
         task, labels, class_names, index = classes_and_split(spec, table, target, column, features + [target])
+        for i, item in enumerate(data.prep):    # one_hot: a column per category of the training rows
+            if item.kind != "one_hot":
+                continue
+            named = item.options.columns
+            columns = [c for c in features if c in lookups] if named is None else list(named)
+            if any(c not in lookups or c not in features for c in columns):
+                return None
+            for c in columns:
+                strings = list(lookups[c])
+                present = np.unique(np.concatenate(codes[c])[index["train"]]) if codes[c] else np.zeros(0, np.int32)
+                seen = one_hot_categories(c, {strings[k] for k in present[present >= 0]}, item.options,
+                                          f"data.prep[{i}].one_hot")
+                at = features.index(c)
+                features[at:at + 1] = [f"{c}={cat}" for cat in seen]
         input_shape = resolve_shape(data.shape, len(features))
     except Exception:   # (DataError, SpecError, _Fallback, pyarrow's): the load says what is wrong
         return None
     finally:
         arrow_give_back()
-    codes = class_codes(labels, class_names) if task == "classification" else column.floats(np.float32)
+    codes_y = class_codes(labels, class_names) if task == "classification" else column.floats(np.float32)
     x = {name: zero_pages((len(index[name]),) + input_shape) for name in SPLITS}
-    y = {name: codes[index[name]] for name in SPLITS}
+    y = {name: codes_y[index[name]] for name in SPLITS}
     return Dataset(task=task, feature_names=list(features), class_names=class_names, x=x, y=y,
                    input_shape=input_shape, target=target, description=table.description)
 
