@@ -228,10 +228,11 @@ def _run_group(specs, run_dirs, cwd, results, times, t, *, t_start, progress, sw
         from compilers.train import precompile
 
         spec = specs[todo[0]]
-        if precompile.wanted(spec, cwd) is not None:
+        marker = precompile.wanted(spec, cwd)
+        if marker is not None:
             t = time.perf_counter()
             with Status(spec.name, "compiling ahead of the data", progress):
-                precompile.compile_ahead(spec, cwd)
+                precompile.compile_ahead(spec, cwd, marker)
             times[todo[0]]["compile_ahead_s"] = round(time.perf_counter() - t, 4)
     loaded: dict = {}
     models: dict = {}     # the group shares one structure: each model is built once per data shape

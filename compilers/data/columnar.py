@@ -635,7 +635,7 @@ def _columns_of(item, options, table: _Table, ctx, frame) -> list[str]:
 
 def _prep(items, table: _Table, index: dict, target: str, target_na: np.ndarray) -> list[dict]:
     """Fits each step on the live training rows and applies it to every block, in order."""
-    from compilers.data.prep import PrepContext, _log_message, min_max_stats, one_hot_categories, standardize_stats
+    from compilers.data.prep import PrepContext, _log_message, min_max_stats, standardize_stats
 
     frame = _Columns(table.features + [target])
     wanted = {name: len(rows) for name, rows in index.items()}
@@ -677,11 +677,7 @@ def _prep(items, table: _Table, index: dict, target: str, target_na: np.ndarray)
             for c in columns:
                 table.transform(c, lambda v, offset=offset: np.log(v + offset))
         elif item.kind == "one_hot":
-            categories = []
-            for c in columns:
-                codes, strings = table.text[c]
-                present = np.unique(codes[train])
-                categories.append(one_hot_categories(c, {strings[k] for k in present[present >= 0]}, options, path))
+            categories = [_training_categories(c, *table.text[c], train, options, path) for c in columns]
             state = {"columns": columns, "categories": categories}
             for c, seen in zip(columns, categories):
                 table.expand(c, seen)
@@ -715,6 +711,14 @@ def _prep(items, table: _Table, index: dict, target: str, target_na: np.ndarray)
                     raise DataError(path, f"{item.kind} left no rows in the {name} split")
         states.append({"kind": item.kind, "state": state})
     return states
+
+
+def _training_categories(c: str, codes: np.ndarray, strings: list[str], train: np.ndarray, options, path: str):
+    """one_hot: the categories of text column c (int32 codes into its strings) in the training rows."""
+    from compilers.data.prep import one_hot_categories
+
+    present = np.unique(codes[train])
+    return one_hot_categories(c, {strings[k] for k in present[present >= 0]}, options, path)
 
 
 def _check_features(table: _Table, index: dict) -> None:
@@ -807,7 +811,7 @@ def stand_in(spec, cwd: Path) -> Dataset | None:
     encodes, a target of a rarer type), and for bad data (the load that follows reports it)."""
     from compilers.data.dataset import zero_pages
     from compilers.data.load import classes_and_split, resolve_shape
-    from compilers.data.prep import class_codes, one_hot_categories
+    from compilers.data.prep import class_codes
 
     data = spec.data
     if not eligible(spec) or data.source.kind not in FILES or any(i.kind not in SHAPE_STEPS for i in data.prep):
@@ -847,10 +851,8 @@ def stand_in(spec, cwd: Path) -> Dataset | None:
             if any(c not in lookups or c not in features for c in columns):
                 return None
             for c in columns:
-                strings = list(lookups[c])
-                present = np.unique(np.concatenate(codes[c])[index["train"]]) if codes[c] else np.zeros(0, np.int32)
-                seen = one_hot_categories(c, {strings[k] for k in present[present >= 0]}, item.options,
-                                          f"data.prep[{i}].one_hot")
+                seen = _training_categories(c, np.concatenate(codes[c]) if codes[c] else np.zeros(0, np.int32),
+                                            list(lookups[c]), index["train"], item.options, f"data.prep[{i}].one_hot")
                 at = features.index(c)
                 features[at:at + 1] = [f"{c}={cat}" for cat in seen]
         input_shape = resolve_shape(data.shape, len(features))

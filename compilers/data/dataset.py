@@ -31,8 +31,8 @@ def zero_pages(shape, dtype=np.float32) -> np.ndarray:
     dtype = np.dtype(dtype)
     shape = tuple(int(s) for s in shape)
     count = int(np.prod(shape, dtype=np.int64))
-    pages = mmap.mmap(-1, max(1, count * dtype.itemsize), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # (shared: a
-    # page read would be a page of memory)
+    # private: a page of a shared anonymous mapping is real memory once read
+    pages = mmap.mmap(-1, max(1, count * dtype.itemsize), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     return np.frombuffer(pages, dtype, count).reshape(shape)
 
 

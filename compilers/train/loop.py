@@ -258,9 +258,8 @@ def _eval_chunks(x, y, batch: int, rows: int | None = None):
     one is never padded or copied whole. Each chunk is sent while the one before is evaluated."""
     import jax
 
-    from compilers.train.step import pad_split
-
     from compilers.train import stored
+    from compilers.train.step import pad_split
 
     rows = max(batch, (rows or EVAL_CHUNK_BATCHES * batch) // batch * batch)
     starts = range(0, x.shape[0], rows)

@@ -6,9 +6,9 @@ run's memory peak (a 1,000,000 x 50 CSV: ~120 MiB over a run whose programs are 
 So before a run reads a CSV or Parquet source of PRECOMPILE_BYTES or more, the training process
 forks a process that
 
-- reads only the files' header and target column (`columnar.stand_in`: the labels, the classes and
-  the split sizes, everything the programs' shapes depend on; the features stand in as zeros that
-  hold no memory),
+- reads only the files' header, target column and the text columns `one_hot` encodes
+  (`columnar.stand_in`: the labels, the classes, the split sizes and the categories, everything the
+  programs' shapes depend on; the features stand in as zeros that hold no memory),
 - plans the run as the run will, and goes through the training loop once (`train_group` with
   `compile_only`): every stored program is traced, stored and compiled and not run
   (`stored.compiling_only`), the small jitted code around them runs on stand-ins, one epoch,
@@ -22,8 +22,8 @@ later run of the same spec and files skips it. Nothing depends on it for correct
 process did not compile (a shape it did not foresee) is compiled by the run, as without it, and a
 process that fails changes nothing but the time it took. Off with DSL_PRECOMPILE=0, and where the
 caches are off. Taken for one model trained in one process, on one device, with the scan loop, from
-numeric features prepared by steps that keep the rows and columns (`columnar.SHAPE_STEPS`); a spec
-whose programs the process cannot foresee (several devices, a text feature) is marked after one try.
+features prepared by steps that keep the rows (`columnar.SHAPE_STEPS`); a spec whose programs the
+process cannot foresee (several devices, the per-step loop) is marked after one try.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def enabled() -> bool:
 def _files(spec, cwd: Path) -> list[Path]:
     from compilers.data.sources import SourceContext, resolve_files
 
-    return [full for full, _ in resolve_files(spec.data.source.options.path, SourceContext(cwd=Path(cwd), seed=spec.seed))]
+    named = resolve_files(spec.data.source.options.path, SourceContext(cwd=Path(cwd), seed=spec.seed))
+    return [full for full, _ in named]
 
 
 def marker(spec, files: list[Path]) -> Path | None:
@@ -97,11 +98,9 @@ def wanted(spec, cwd: Path) -> Path | None:
     return None if path is None or path.exists() else path
 
 
-def compile_ahead(spec, cwd: Path) -> bool:
-    """Compiles the run's programs in a process of its own (see the module's notes); whether it did."""
-    path = wanted(spec, cwd)
-    if path is None:
-        return False
+def compile_ahead(spec, cwd: Path, path: Path) -> bool:
+    """Compiles the run's programs in a process of its own (see the module's notes), which then
+    writes the marker `path` (`wanted`); whether it compiled them."""
     pid = os.fork()
     if pid == 0:   # the child: never returns
         code = 1
