@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from compilers.data import columnar
+from compilers.data import columnar, sources
 from compilers.data.load import load_dataset
 from dsl.parse import parse_spec
 
@@ -112,7 +112,7 @@ def test_when_a_run_compiles_ahead(files, tmp_path, monkeypatch):
     monkeypatch.setenv("DSL_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: False)   # (this process has started JAX)
     s = spec({"source": "t.csv", "target": "y"})
-    monkeypatch.setattr(precompile, "PRECOMPILE_BYTES", 0)
+    monkeypatch.setattr(sources, "LARGE_FILE_BYTES", 0)
     path = precompile.wanted(s, files)
     assert path is not None and not path.exists() and path.parent == tmp_path / "cache" / "precompiled"
     assert precompile.wanted(spec({"source": "t.csv", "target": "y", "prep": ["standardize"]}), files) not in (None, path)
@@ -129,9 +129,9 @@ def test_when_a_run_compiles_ahead(files, tmp_path, monkeypatch):
     assert precompile.wanted(s, files) is None
     os.utime(files / "t.csv")                      # the file changed since
     assert precompile.wanted(s, files) not in (None, path)
-    monkeypatch.setattr(precompile, "PRECOMPILE_BYTES", 64 << 20)
+    monkeypatch.setattr(sources, "LARGE_FILE_BYTES", 64 << 20)
     assert precompile.wanted(s, files) is None     # a small file: compiled beside its data, as it costs little
-    monkeypatch.setattr(precompile, "PRECOMPILE_BYTES", 0)
+    monkeypatch.setattr(sources, "LARGE_FILE_BYTES", 0)
     monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: True)
     assert precompile.wanted(s, files) is None     # a fork would have no working JAX
 
@@ -179,7 +179,8 @@ monitoring.register_event_listener(lambda e, **kw: events.__setitem__(e, events.
 from compilers.pipeline import configure_jax, run_spec
 from compilers.train import precompile, stored
 from dsl.parse import parse_spec
-precompile.PRECOMPILE_BYTES = 0
+import compilers.data.sources as sources
+sources.LARGE_FILE_BYTES = 0
 configure_jax()
 spec = parse_spec(json.loads(sys.argv[1]))
 before = dict(events)

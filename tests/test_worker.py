@@ -238,9 +238,10 @@ def test_the_training_process_preloads_pandas_only_for_a_job_that_may_need_it(mo
 
 
 def test_which_runs_read_a_large_file(tmp_path, monkeypatch):
+    from compilers.data import sources
     from dsl.commands import run
 
-    monkeypatch.setattr(run, "LARGE_FILE_BYTES", 1000)
+    monkeypatch.setattr(sources, "LARGE_FILE_BYTES", 1000)
     (tmp_path / "big.csv").write_text("a,y\n" + "1.5,0\n" * 200)          # 1,204 bytes
     (tmp_path / "small.csv").write_text("a,y\n1.5,0\n")
     (tmp_path / "parts").mkdir()

@@ -387,6 +387,18 @@ def resolve_files(path: str, ctx: SourceContext) -> list[tuple[Path, str]]:
     return named
 
 
+LARGE_FILE_BYTES = 64 << 20   # a source this large (its files together) is "large": see large_files
+
+
+def large_files(path: str, ctx: SourceContext) -> list[Path]:
+    """The files a `path` option names (`resolve_files`) when together they hold LARGE_FILE_BYTES or
+    more, else []. For such a source the training process does not import pandas ahead
+    (`dsl.commands.run.reads_a_large_file`) and compiles its programs before reading it
+    (`compilers.train.precompile`)."""
+    files = [full for full, _ in resolve_files(path, ctx)]
+    return files if sum(full.stat().st_size for full in files) >= LARGE_FILE_BYTES else []
+
+
 def described(path: str, files: list[tuple[Path, str]]) -> str:
     """How a run describes a file source (`resolve_files`): its path, and how many files a pattern
     matched."""

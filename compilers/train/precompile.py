@@ -3,8 +3,8 @@
 The first run of a spec compiles its programs, and XLA's compiler then takes ~100 MiB of heap and
 pages in ~50 MiB of its own code, beside whatever the run holds: with a large table that is the
 run's memory peak (a 1,000,000 x 50 CSV: ~120 MiB over a run whose programs are compiled already).
-So before a run reads a CSV or Parquet source of PRECOMPILE_BYTES or more, the training process
-forks a process that
+So before a run reads a large CSV or Parquet source (`sources.large_files`: 64 MiB or more), the
+training process forks a process that
 
 - reads only the files' header, target column and the text columns `one_hot` encodes
   (`columnar.stand_in`: the labels, the classes, the split sizes and the categories, everything the
@@ -32,20 +32,10 @@ import hashlib
 import os
 from pathlib import Path
 
-PRECOMPILE_BYTES = 64 << 20   # a source this large is read after its programs are compiled
-
-
 def enabled() -> bool:
     from compilers.train import stored
 
     return hasattr(os, "fork") and os.environ.get("DSL_PRECOMPILE", "1") != "0" and stored.enabled()
-
-
-def _files(spec, cwd: Path) -> list[Path]:
-    from compilers.data.sources import SourceContext, resolve_files
-
-    named = resolve_files(spec.data.source.options.path, SourceContext(cwd=Path(cwd), seed=spec.seed))
-    return [full for full, _ in named]
 
 
 def marker(spec, files: list[Path]) -> Path | None:
@@ -71,8 +61,8 @@ def marker(spec, files: list[Path]) -> Path | None:
 
 
 def wanted(spec, cwd: Path) -> Path | None:
-    """The marker to write, when this run should compile ahead: a CSV or Parquet source of
-    PRECOMPILE_BYTES or more, not compiled ahead before, in a process that has not started JAX's
+    """The marker to write, when this run should compile ahead: a large CSV or Parquet source
+    (`sources.large_files`), not compiled ahead before, in a process that has not started JAX's
     backend (a fork would not have it) and is the run's only one."""
     from compilers.data import columnar
     from compilers.train import distributed
@@ -88,9 +78,11 @@ def wanted(spec, cwd: Path) -> Path | None:
             return None
     except (ImportError, AttributeError):
         return None
+    from compilers.data.sources import SourceContext, large_files
+
     try:
-        files = _files(spec, cwd)
-        if sum(f.stat().st_size for f in files) < PRECOMPILE_BYTES:
+        files = large_files(source.options.path, SourceContext(cwd=Path(cwd), seed=spec.seed))
+        if not files:
             return None
         path = marker(spec, files)
     except Exception:   # (a missing file: the load says so)

@@ -254,12 +254,9 @@ def main(args: list[str]) -> None:
     _hydra_run(spec_path, smap, flags, overrides, cwd, t_start, worker)
 
 
-LARGE_FILE_BYTES = 64 << 20
-
-
 def reads_a_large_file(args: list[str], cwd: Path) -> bool:
     """Whether the spec's `data.source`, as its file and the command line give it (before Hydra
-    composes), names .csv or .parquet files of LARGE_FILE_BYTES or more together: the columnar loader
+    composes), names large .csv or .parquet files (`sources.large_files`): the columnar loader
     reads them without pandas, so the training process does not import it ahead (~40 MiB held
     beside the data) even when its job comes late. A guess, for memory and time only: a wrong one
     imports pandas later, or in vain."""
@@ -279,10 +276,9 @@ def reads_a_large_file(args: list[str], cwd: Path) -> bool:
             source = spec.get("data", {}).get("source") if isinstance(spec, dict) else None
         if not isinstance(source, str) or "${" in source or Path(source).suffix not in (".csv", ".parquet"):
             return False
-        from compilers.data.sources import SourceContext, resolve_files
+        from compilers.data.sources import SourceContext, large_files
 
-        files = resolve_files(source, SourceContext(cwd=cwd, seed=0))   # a file, or a pattern's files
-        return sum(full.stat().st_size for full, _ in files) >= LARGE_FILE_BYTES
+        return bool(large_files(source, SourceContext(cwd=cwd, seed=0)))   # a file, or a pattern's files
     except Exception:   # anything unexpected (no such file: DataError): the usual preload
         return False
 
